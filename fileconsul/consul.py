@@ -1,0 +1,387 @@
+"""The Consul HTTP client: KV reads and writes, transactions, sessions, blocking queries.
+
+Every httpx error and every Consul error status is translated here into fileconsul's error
+tree, so that callers never see an httpx exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from fileconsul.config import ConsulSettings
+from fileconsul.errors import (
+    ConflictError,
+    ConsulUnavailable,
+    FileconsulError,
+    InvalidInput,
+    PermissionDenied,
+)
+from fileconsul.keys import unsafe_reason
+
+DEFAULT_MAX_VALUE_SIZE = 512 * 1024
+#: Consul 1.8 accepts at most 64 operations per transaction (128 since 1.14).
+TXN_MAX_OPS = 64
+#: Consul's txn_max_req_len is 512 KiB for the whole JSON body; keep a margin for the envelope.
+TXN_MAX_BODY = 512 * 1024 - 8 * 1024
+
+Op = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class KVEntry:
+    key: str
+    value: bytes
+    flags: int
+    modify_index: int
+    session: str | None = None
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> KVEntry:
+        value = raw.get("Value")
+        return cls(
+            key=raw["Key"],
+            value=base64.b64decode(value) if value else b"",
+            flags=int(raw.get("Flags") or 0),
+            modify_index=int(raw.get("ModifyIndex") or 0),
+            session=raw.get("Session") or None,
+        )
+
+
+class TxnFailed(ConflictError):
+    """A transaction was rolled back; `errors` lists Consul's (OpIndex, What) pairs."""
+
+    def __init__(self, message: str, errors: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
+
+    def failed_ops(self) -> set[int]:
+        return {int(e.get("OpIndex", -1)) for e in self.errors}
+
+
+def kv_set(key: str, value: bytes, flags: int) -> Op:
+    return {"KV": {"Verb": "set", "Key": key, "Value": _b64(value), "Flags": flags}}
+
+
+def kv_cas(key: str, value: bytes, flags: int, index: int) -> Op:
+    return {"KV": {"Verb": "cas", "Key": key, "Value": _b64(value), "Flags": flags, "Index": index}}
+
+
+def kv_delete(key: str) -> Op:
+    return {"KV": {"Verb": "delete", "Key": key}}
+
+
+def kv_get(key: str) -> Op:
+    return {"KV": {"Verb": "get", "Key": key}}
+
+
+def kv_get_tree(prefix: str) -> Op:
+    return {"KV": {"Verb": "get-tree", "Key": prefix}}
+
+
+def kv_check_not_exists(key: str) -> Op:
+    return {"KV": {"Verb": "check-not-exists", "Key": key}}
+
+
+def op_size(op: Op) -> int:
+    """Bytes this operation adds to a txn body (an estimate that never undercounts by much)."""
+    kv = op["KV"]
+    return len(kv.get("Value") or "") + len(kv["Key"].encode()) * 2 + 96
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _ssl_context(settings: ConsulSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=settings.cacert, capath=settings.capath)
+    if settings.client_cert:
+        context.load_cert_chain(*settings.client_cert)
+    if not settings.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _message(response: httpx.Response) -> str:
+    text = response.text.strip().splitlines()
+    return text[0][:200] if text else f"HTTP {response.status_code}"
+
+
+class ConsulClient:
+    """A thin, typed client for the parts of Consul's HTTP API fileconsul uses."""
+
+    def __init__(
+        self, settings: ConsulSettings, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.settings = settings
+        self.bytes_received = 0
+        self.requests = 0
+        headers = {"X-Consul-Token": settings.token} if settings.token else {}
+        if transport is None and settings.uds:
+            transport = httpx.HTTPTransport(uds=settings.uds)
+        verify: ssl.SSLContext | bool = True
+        if settings.base_url.startswith("https://"):
+            verify = _ssl_context(settings)
+        self._http = httpx.Client(
+            base_url=settings.base_url,
+            headers=headers,
+            auth=settings.auth,
+            verify=verify,
+            transport=transport,
+            timeout=settings.timeout,
+        )
+        self._max_value_size: int | None = None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ConsulClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _params(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if self.settings.dc:
+            params["dc"] = self.settings.dc
+        if self.settings.namespace:
+            params["ns"] = self.settings.namespace
+        if extra:
+            params.update({k: v for k, v in extra.items() if v is not None})
+        return params
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        timeout: float | None = None,
+        allow: Sequence[int] = (),
+    ) -> httpx.Response:
+        """Send one request; statuses in `allow` are returned, other failures raised."""
+        extensions = {}
+        if self.settings.tls_server_name:
+            extensions["sni_hostname"] = self.settings.tls_server_name
+        try:
+            response = self._http.request(
+                method,
+                path,
+                params=self._params(params),
+                content=content,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                extensions=extensions,
+            )
+        except httpx.TimeoutException as exc:
+            raise ConsulUnavailable(
+                f"Consul at {self.settings.base_url} timed out; check the agent and retry"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ConsulUnavailable(
+                f"cannot reach Consul at {self.settings.base_url} ({exc.__class__.__name__}); "
+                "check --addr or CONSUL_HTTP_ADDR and that the agent is running"
+            ) from exc
+        self.requests += 1
+        self.bytes_received += response.num_bytes_downloaded
+        if response.is_success or response.status_code in allow:
+            return response
+        raise self._status_error(method, path, response)
+
+    def _status_error(self, method: str, path: str, response: httpx.Response) -> FileconsulError:
+        status, text = response.status_code, _message(response)
+        what = f"{method} {path.split('?')[0]}"
+        if status == 403 or "Permission denied" in text or "ACL not found" in text:
+            return PermissionDenied(
+                f"Consul's ACLs refused {what} ({text}); use a token with the needed "
+                "key permissions (--token, CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE)"
+            )
+        if status == 413:
+            return InvalidInput(f"Consul refused {what} as too large ({text})")
+        if status >= 500:
+            return ConsulUnavailable(f"Consul failed {what} ({status}: {text}); retry later")
+        return InvalidInput(f"Consul rejected {what} ({status}: {text})")
+
+    @staticmethod
+    def kv_path(key: str, *, folder: bool = False) -> str:
+        """The URL path of a key, refusing any key httpx or Consul would rewrite."""
+        name = key[:-1] if folder and key.endswith("/") else key
+        reason = unsafe_reason(name)
+        if reason is not None:
+            raise InvalidInput(f"refusing to request the unsafe key {key!r}: {reason}")
+        return "/v1/kv/" + quote(key, safe="/")
+
+    @staticmethod
+    def _index(response: httpx.Response) -> int:
+        try:
+            return int(response.headers.get("X-Consul-Index", "0"))
+        except ValueError:
+            return 0
+
+    @staticmethod
+    def _blocking(index: int | None, wait: float | None, stale: bool) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if index is not None:
+            params["index"] = max(index, 1)
+        if wait is not None:
+            params["wait"] = f"{int(wait * 1000)}ms"
+        if stale:
+            params["stale"] = ""
+        return params
+
+    def _wait_timeout(self, wait: float | None) -> float | None:
+        # Consul adds up to wait/16 of jitter to a blocking query.
+        return None if wait is None else self.settings.timeout + wait * 17 / 16
+
+    # -- agent ------------------------------------------------------------------------------
+
+    def agent_self(self) -> dict[str, Any] | None:
+        """`/v1/agent/self`, or None when the token lacks agent:read."""
+        response = self.request("GET", "/v1/agent/self", allow=(403,))
+        if response.status_code == 403:
+            return None
+        data: dict[str, Any] = response.json()
+        return data
+
+    def max_value_size(self) -> int:
+        if self._max_value_size is None:
+            info = self.agent_self() or {}
+            size = (info.get("DebugConfig") or {}).get("KVMaxValueSize")
+            self._max_value_size = int(size) if size else DEFAULT_MAX_VALUE_SIZE
+        return self._max_value_size
+
+    # -- KV ---------------------------------------------------------------------------------
+
+    def get(
+        self, key: str, *, index: int | None = None, wait: float | None = None, stale: bool = False
+    ) -> tuple[KVEntry | None, int]:
+        response = self.request(
+            "GET",
+            self.kv_path(key),
+            params=self._blocking(index, wait, stale),
+            timeout=self._wait_timeout(wait),
+            allow=(404,),
+        )
+        if response.status_code == 404:
+            return None, self._index(response)
+        entries = response.json()
+        return KVEntry.from_json(entries[0]), self._index(response)
+
+    def keys(
+        self,
+        prefix: str,
+        *,
+        index: int | None = None,
+        wait: float | None = None,
+        stale: bool = False,
+    ) -> tuple[list[str], int]:
+        """Every key under `prefix` (which ends in '/'), names only, and the listing's index."""
+        params = {"keys": "", **self._blocking(index, wait, stale)}
+        response = self.request(
+            "GET",
+            self.kv_path(prefix, folder=True),
+            params=params,
+            timeout=self._wait_timeout(wait),
+            allow=(404,),
+        )
+        if response.status_code == 404:
+            return [], self._index(response)
+        names: list[str] = response.json()
+        return names, self._index(response)
+
+    def recurse(
+        self,
+        prefix: str,
+        *,
+        index: int | None = None,
+        wait: float | None = None,
+        stale: bool = False,
+    ) -> tuple[list[KVEntry], int]:
+        params = {"recurse": "", **self._blocking(index, wait, stale)}
+        response = self.request(
+            "GET",
+            self.kv_path(prefix, folder=True),
+            params=params,
+            timeout=self._wait_timeout(wait),
+            allow=(404,),
+        )
+        if response.status_code == 404:
+            return [], self._index(response)
+        return [KVEntry.from_json(e) for e in response.json()], self._index(response)
+
+    def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        flags: int = 0,
+        cas: int | None = None,
+        acquire: str | None = None,
+    ) -> bool:
+        """PUT a value with an explicit Content-Length; False when a cas or acquire lost."""
+        params = {"flags": flags, "cas": cas, "acquire": acquire}
+        response = self.request("PUT", self.kv_path(key), params=params, content=value)
+        return bool(response.json())
+
+    def delete(self, key: str, *, cas: int | None = None) -> bool:
+        response = self.request("DELETE", self.kv_path(key), params={"cas": cas})
+        return bool(response.json())
+
+    def txn(self, ops: Sequence[Op]) -> list[dict[str, Any]]:
+        """Run one transaction; its results, or TxnFailed when Consul rolled it back."""
+        if len(ops) > TXN_MAX_OPS:
+            raise ValueError(f"a transaction holds at most {TXN_MAX_OPS} operations")
+        body = json.dumps(list(ops), separators=(",", ":")).encode()
+        response = self.request("PUT", "/v1/txn", params=None, content=body, allow=(409,))
+        data = response.json() if response.content else {}
+        if response.status_code == 409:
+            errors = data.get("Errors") or []
+            whats = "; ".join(str(e.get("What")) for e in errors)
+            if "Permission denied" in whats:
+                raise PermissionDenied(
+                    f"Consul's ACLs refused the write ({whats}); use a token with key write "
+                    "permission on the prefix"
+                )
+            raise TxnFailed(f"Consul rolled the transaction back: {whats}", errors)
+        return [r["KV"] for r in (data.get("Results") or []) if "KV" in r]
+
+    def txn_entries(self, ops: Sequence[Op]) -> list[KVEntry]:
+        return [KVEntry.from_json(kv) for kv in self.txn(ops)]
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def session_create(self, name: str, *, ttl: int, behavior: str = "delete") -> str:
+        body = json.dumps(
+            {"Name": name, "TTL": f"{ttl}s", "Behavior": behavior, "LockDelay": "0s"}
+        ).encode()
+        response = self.request("PUT", "/v1/session/create", content=body)
+        session_id: str = response.json()["ID"]
+        return session_id
+
+    def session_renew(self, session_id: str) -> None:
+        self.request("PUT", f"/v1/session/renew/{quote(session_id)}")
+
+    def session_destroy(self, session_id: str) -> None:
+        self.request("PUT", f"/v1/session/destroy/{quote(session_id)}")
+
+    @contextmanager
+    def session(self, name: str, *, ttl: int) -> Iterator[str]:
+        session_id = self.session_create(name, ttl=ttl)
+        try:
+            yield session_id
+        finally:
+            # When Consul cannot be told now, the session's TTL ends it.
+            with suppress(FileconsulError):
+                self.session_destroy(session_id)

@@ -1,0 +1,50 @@
+"""One exception tree; each class carries the process exit code the CLI uses for it."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CHANGES = 1
+
+
+class FileconsulError(Exception):
+    """Base of every error fileconsul reports; the message is one sentence for the operator."""
+
+    exit_code = 1
+
+
+class UsageError(FileconsulError):
+    exit_code = 2
+
+
+class ConsulUnavailable(FileconsulError):
+    """Consul could not be reached, timed out, has no leader or answered 5xx."""
+
+    exit_code = 3
+
+
+class ConflictError(FileconsulError):
+    """Both sides changed, a check-and-set was lost, or a lock was held past the wait."""
+
+    exit_code = 4
+
+
+class InvalidInput(FileconsulError):
+    """Too large, unreadable, an unsafe path or key, a refused plan, a manifest over capacity."""
+
+    exit_code = 5
+
+
+class PermissionDenied(FileconsulError):
+    """Consul's ACLs refused the request (403)."""
+
+    exit_code = 6
+
+
+class IntegrityError(FileconsulError):
+    """A value never matched its hash."""
+
+    exit_code = 7
+
+
+class Interrupted(FileconsulError):
+    exit_code = 130

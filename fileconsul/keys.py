@@ -1,0 +1,53 @@
+"""Which relative paths are safe to be both a Consul key suffix and a file under the basepath.
+
+Every key read from Consul passes through `unsafe_reason` before it reaches a URL or the disk:
+httpx drops `.` and `..` segments from URL paths, and a key like `a/../../etc/x` must never be
+turned into a file name.
+"""
+
+from __future__ import annotations
+
+INTERNAL_DIR = ".fileconsul"
+MANIFEST_PATH = f"{INTERNAL_DIR}/manifest"
+MAX_SEGMENT_BYTES = 255
+MAX_PATH_BYTES = 4096
+
+
+def unsafe_reason(path: str) -> str | None:
+    """Why `path` cannot be synced as a file, or None when it is safe."""
+    if not path:
+        return "empty name"
+    if path.startswith("/"):
+        return "leading '/'"
+    if path.endswith("/"):
+        return "folder key (ends in '/')"
+    if "\\" in path:
+        return "backslash in name"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "control character in name"
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        return f"name longer than {MAX_PATH_BYTES} bytes"
+    for segment in path.split("/"):
+        if segment in ("", ".", ".."):
+            return f"'{segment or '//'}' segment"
+        if len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
+            return f"segment longer than {MAX_SEGMENT_BYTES} bytes"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8"
+    return None
+
+
+def is_internal(path: str) -> bool:
+    """Paths under `.fileconsul/` belong to fileconsul itself and are never synced as files."""
+    return path == INTERNAL_DIR or path.startswith(INTERNAL_DIR + "/")
+
+
+def normalize_prefix(prefix: str) -> str:
+    """The prefix without a trailing slash; raises ValueError when it is not a safe key."""
+    cleaned = prefix.rstrip("/")
+    reason = unsafe_reason(cleaned)
+    if reason is not None:
+        raise ValueError(f"invalid prefix {prefix!r}: {reason}")
+    return cleaned

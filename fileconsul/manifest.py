@@ -1,0 +1,84 @@
+"""The remote commit record (`<prefix>/.fileconsul/manifest`) and the file facts it lists."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import xxhash
+
+from fileconsul.errors import InvalidInput
+
+FORMAT = "fileconsul-manifest/1"
+DEFAULT_MODE = 0o644
+
+
+def content_hash(data: bytes) -> str:
+    """The xxh3-64 of a file's bytes, as 16 hex digits; the key's Flags hold the same number."""
+    return xxhash.xxh3_64_hexdigest(data)
+
+
+def hash_to_flags(digest: str) -> int:
+    return int(digest, 16)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    hash: str
+    size: int
+    mode: int = DEFAULT_MODE
+
+    def to_json(self) -> list[object]:
+        return [self.hash, self.size, self.mode]
+
+    @classmethod
+    def from_json(cls, raw: object) -> FileInfo:
+        if not (isinstance(raw, list) and len(raw) == 3):
+            raise ValueError(f"bad file entry {raw!r}")
+        digest, size, mode = raw
+        if not (isinstance(digest, str) and len(digest) == 16 and isinstance(size, int)):
+            raise ValueError(f"bad file entry {raw!r}")
+        int(digest, 16)
+        if not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+            raise ValueError(f"bad mode in {raw!r}")
+        return cls(digest, size, mode)
+
+
+Files = Mapping[str, FileInfo]
+
+
+def files_to_json(files: Files) -> dict[str, list[object]]:
+    return {path: files[path].to_json() for path in sorted(files)}
+
+
+def files_from_json(raw: object) -> dict[str, FileInfo]:
+    if not isinstance(raw, dict):
+        raise ValueError("files is not an object")
+    return {str(path): FileInfo.from_json(entry) for path, entry in raw.items()}
+
+
+def encode(files: Files, *, max_size: int) -> bytes:
+    """The manifest's value: zlib-compressed JSON; InvalidInput when it exceeds `max_size`."""
+    body = json.dumps(
+        {"format": FORMAT, "files": files_to_json(files)}, separators=(",", ":")
+    ).encode()
+    value = zlib.compress(body, 6)
+    if len(value) > max_size:
+        raise InvalidInput(
+            f"the manifest for {len(files)} files takes {len(value)} bytes, over Consul's "
+            f"{max_size}-byte value limit; split the tree over several prefixes"
+        )
+    return value
+
+
+def decode(value: bytes) -> dict[str, FileInfo]:
+    """Parse a manifest value; ValueError when it is corrupt, truncated or of another format."""
+    try:
+        data = json.loads(zlib.decompress(value))
+    except (zlib.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"unreadable manifest: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError("not a fileconsul manifest")
+    return files_from_json(data.get("files"))

@@ -1,0 +1,111 @@
+"""The local record of the last synced state, kept in `<basepath>/.fileconsul/`.
+
+The record is the base of the three-way comparison. It also caches each file's hash under
+its (size, mtime, inode) so that a status of an unchanged tree reads no file contents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from fileconsul.errors import ConflictError, InvalidInput
+from fileconsul.keys import INTERNAL_DIR
+from fileconsul.manifest import FileInfo, files_from_json, files_to_json
+
+FORMAT = 1
+StatKey = tuple[int, int, int]
+
+
+@dataclass
+class Record:
+    prefix: str
+    revision: int = 0
+    files: dict[str, FileInfo] = field(default_factory=dict)
+    exists: bool = False
+    hash_cache: dict[str, tuple[StatKey, str]] = field(default_factory=dict)
+
+
+def internal_dir(basepath: Path) -> Path:
+    return basepath / INTERNAL_DIR
+
+
+def _record_path(basepath: Path, prefix: str) -> Path:
+    return internal_dir(basepath) / "records" / (quote(prefix, safe="") + ".json")
+
+
+def load(basepath: Path, prefix: str) -> Record:
+    path = _record_path(basepath, prefix)
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return Record(prefix=prefix)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(
+            f"the local record {path} is unreadable ({exc}); remove it to start over "
+            "(the next pull then treats equal files as synced)"
+        ) from exc
+    try:
+        cache = {
+            p: ((int(s[0]), int(s[1]), int(s[2])), str(h))
+            for p, (s, h) in data.get("hash_cache", {}).items()
+        }
+        return Record(
+            prefix=prefix,
+            revision=int(data.get("revision", 0)),
+            files=files_from_json(data.get("files", {})),
+            exists=True,
+            hash_cache=cache,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidInput(f"the local record {path} is corrupt ({exc}); remove it") from exc
+
+
+def save(basepath: Path, record: Record) -> None:
+    path = _record_path(basepath, record.prefix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "format": FORMAT,
+        "prefix": record.prefix,
+        "revision": record.revision,
+        "files": files_to_json(record.files),
+        "hash_cache": {p: [list(s), h] for p, (s, h) in sorted(record.hash_cache.items())},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(json.dumps(data, separators=(",", ":")).encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def local_lock(basepath: Path) -> Iterator[None]:
+    """One fileconsul process at a time changes a basepath (a watch and a manual pull, say)."""
+    directory = internal_dir(basepath)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise InvalidInput(f"cannot use {directory} ({exc.strerror}): check the basepath") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ConflictError(
+                f"another fileconsul process is working in {basepath}; wait for it to finish"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)

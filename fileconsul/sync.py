@@ -1,0 +1,472 @@
+"""Executes plans: status, push and pull. The one module that talks to Consul and touches files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from fileconsul import remote, state, tree
+from fileconsul.config import Settings
+from fileconsul.consul import (
+    TXN_MAX_BODY,
+    TXN_MAX_OPS,
+    ConsulClient,
+    KVEntry,
+    Op,
+    TxnFailed,
+    kv_cas,
+    kv_delete,
+    kv_get,
+    kv_set,
+)
+from fileconsul.errors import (
+    ConflictError,
+    FileconsulError,
+    IntegrityError,
+    InvalidInput,
+)
+from fileconsul.manifest import FileInfo, content_hash, encode, hash_to_flags
+from fileconsul.plan import Action, Plan, check_deletes, plan
+from fileconsul.remote import RemoteTree, lock_key, manifest_key
+
+#: A push session outlives a stalled pusher by at most this long.
+LOCK_TTL = 30
+#: Bytes of values read per transaction during a pull.
+FETCH_BATCH_BYTES = 4 * 1024 * 1024
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Run:
+    """What one command works with: its settings, its Consul client and its limits."""
+
+    settings: Settings
+    client: ConsulClient
+    lock_wait: float = 30.0
+    stale: bool = False
+    progress: Progress | None = None
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.prefix
+
+    @property
+    def root(self) -> os.PathLike[str]:
+        return self.settings.basepath
+
+    def tick(self, count: int = 1) -> None:
+        if self.progress is not None:
+            self.progress(count)
+
+
+@dataclass
+class Status:
+    prefix: str
+    plan: Plan
+    remote: RemoteTree
+    scan: tree.Scan
+    record: state.Record
+
+    @property
+    def in_sync(self) -> bool:
+        return self.plan.in_sync
+
+    @property
+    def warnings(self) -> list[str]:
+        unsafe = [f"skipped unsafe key {key!r}: {why}" for key, why in self.remote.unsafe]
+        return _warnings(self.scan, self.remote) + unsafe
+
+
+@dataclass
+class Outcome:
+    """What a push or pull did (or, with dry_run, would do)."""
+
+    actions: list[Action] = field(default_factory=list)
+    revision: int = 0
+    dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
+    #: (path, reason) of paths left alone because they are unsafe; the command exits 5.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return InvalidInput.exit_code if self.skipped else 0
+
+
+def _local_files(scan: tree.Scan) -> dict[str, FileInfo]:
+    return {path: f.info for path, f in scan.files.items()}
+
+
+def _warnings(scan: tree.Scan, tree_: RemoteTree) -> list[str]:
+    notes = [f"skipped {path}: {why}" for path, why in scan.skipped]
+    notes += tree_.warnings
+    notes += [f"{path}: {why}" for path, why in tree_.corrupt]
+    if tree_.uncommitted:
+        notes.append(
+            f"{len(tree_.uncommitted)} values of an interrupted push are ignored until a push "
+            "commits (re-run that push)"
+        )
+    return notes
+
+
+def status(run: Run) -> Status:
+    root = run.settings.basepath
+    record = state.load(root, run.prefix)
+    scan = tree.scan(root, record.hash_cache)
+    tree_ = remote.read(run.client, run.prefix, lock_wait=run.lock_wait, stale=run.stale)
+    p = plan(_local_files(scan), record.files, tree_.files)
+    return Status(run.prefix, p, tree_, scan, record)
+
+
+def _refuse_conflicts(p: Plan, command: str, force: bool) -> None:
+    if p.conflicts and not force:
+        paths = ", ".join(c.path for c in p.conflicts[:5])
+        more = f" and {len(p.conflicts) - 5} more" if len(p.conflicts) > 5 else ""
+        winner = "local" if command == "push" else "remote"
+        raise ConflictError(
+            f"{command} refused: {paths}{more} changed on both sides; nothing was changed "
+            f"(resolve it, or run {command} --force to keep the {winner} version)"
+        )
+
+
+def _advance(record: state.Record, p: Plan, applied: Sequence[Action], revision: int) -> None:
+    """Move the record to what is now the same on both sides."""
+    for path, info in [*p.converged.items(), *((a.path, a.target) for a in applied)]:
+        if info is None:
+            record.files.pop(path, None)
+        else:
+            record.files[path] = info
+    record.revision = revision
+
+
+# -- push -------------------------------------------------------------------------------------
+
+
+def push(
+    run: Run, *, force: bool = False, dry_run: bool = False, max_delete: int | None = None
+) -> Outcome:
+    root = run.settings.basepath
+    with state.local_lock(root):
+        record = state.load(root, run.prefix)
+        scan = tree.scan(root, record.hash_cache)
+        if scan.unsafe:
+            path, why = scan.unsafe[0]
+            raise InvalidInput(
+                f"push refused: {path!r} cannot be a Consul key ({why}); nothing was pushed "
+                f"(rename it or add it to {tree.IGNORE_FILE})"
+            )
+        if dry_run:
+            tree_ = remote.read(run.client, run.prefix, lock_wait=run.lock_wait)
+            p, actions = _plan_push(scan, record, tree_, force, max_delete)
+            return Outcome(actions, tree_.committed_index, True, _warnings(scan, tree_))
+        limit = run.client.max_value_size()
+        for path, local in scan.files.items():
+            if local.info.size > limit:
+                raise InvalidInput(
+                    f"{path} is {local.info.size} bytes, over Consul's {limit}-byte value "
+                    f"limit; nothing was pushed (add it to {tree.IGNORE_FILE} or shrink it)"
+                )
+        with push_lock(run) as lease:
+            tree_ = remote.read(
+                run.client, run.prefix, lock_wait=run.lock_wait, session=lease.session
+            )
+            p, actions = _plan_push(scan, record, tree_, force, max_delete)
+            revision = tree_.committed_index
+            if actions or tree_.adopt or (tree_.committed_index == 0 and tree_.files):
+                revision = _write(run, lease, tree_, actions, limit)
+        _advance(record, p, actions, revision)
+        record.hash_cache = scan.hash_cache
+        state.save(root, record)
+        return Outcome(actions, revision, False, _warnings(scan, tree_))
+
+
+def _plan_push(
+    scan: tree.Scan,
+    record: state.Record,
+    tree_: RemoteTree,
+    force: bool,
+    max_delete: int | None,
+) -> tuple[Plan, list[Action]]:
+    p = plan(_local_files(scan), record.files, tree_.files)
+    _refuse_conflicts(p, "push", force)
+    actions = p.pushes(force=force)
+    check_deletes(actions, len(tree_.files), max_delete=max_delete, force=force, side="in Consul")
+    return p, actions
+
+
+@dataclass
+class _Lease:
+    run: Run
+    session: str
+    renewed: float = field(default_factory=time.monotonic)
+
+    def keep(self) -> None:
+        if time.monotonic() - self.renewed > LOCK_TTL / 3:
+            self.run.client.session_renew(self.session)
+            self.renewed = time.monotonic()
+
+
+@contextmanager
+def push_lock(run: Run) -> Iterator[_Lease]:
+    """Hold `<prefix>.lock` with a session, so pushes never interleave and pulls wait."""
+    holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
+    with run.client.session(f"fileconsul push {run.prefix}", ttl=LOCK_TTL) as session:
+        deadline = time.monotonic() + run.lock_wait
+        while not run.client.put(lock_key(run.prefix), holder.encode(), acquire=session):
+            remote.wait_for_lock(run.client, run.prefix, deadline)
+        yield _Lease(run, session)
+
+
+@dataclass
+class _Write:
+    path: str
+    target: FileInfo | None
+    value: bytes | None = None  # known already (an adopted value); else read from disk
+
+    def estimate(self, prefix: str) -> int:
+        size = self.target.size if self.target else 0
+        return 4 * (size // 3 + 1) + 2 * len(f"{prefix}/{self.path}".encode()) + 128
+
+
+def _write(
+    run: Run, lease: _Lease, tree_: RemoteTree, actions: Sequence[Action], limit: int
+) -> int:
+    """Write the actions and commit the manifest; returns the new manifest's ModifyIndex."""
+    changed = {a.path for a in actions}
+    writes = [_Write(a.path, a.target) for a in actions] + [
+        _Write(path, tree_.files[path], tree_.values[path])
+        for path in sorted(tree_.adopt - changed)
+        if path in tree_.values
+    ]
+    files = dict(tree_.files)
+    for action in actions:
+        if action.target is None:
+            files.pop(action.path, None)
+        else:
+            files[action.path] = action.target
+    manifest = encode(files, max_size=limit)
+    large = [w for w in writes if w.estimate(run.prefix) > TXN_MAX_BODY // 2]
+    batches = _pack([w for w in writes if w not in large], run.prefix)
+    single = not large and len(batches) <= 1 and 4 * len(manifest) // 3 < TXN_MAX_BODY // 2
+    if single and sum(map(len, batches)) < TXN_MAX_OPS:
+        # The common case: files and manifest in one transaction, all or nothing.
+        ops = [_op(run, w, limit) for w in (batches[0] if batches else [])]
+        index = _commit(run, [*ops, _manifest_op(run, manifest, tree_.manifest_index)])
+        run.tick(len(ops))
+        return index
+    index = tree_.manifest_index
+    if tree_.committed_index == 0:
+        # Commit the tree as it stands first, so that every batch below counts as
+        # uncommitted to readers until the final manifest lands.
+        index = _commit_manifest(run, encode(tree_.files, max_size=limit), index)
+    check = {"KV": {"Verb": "check-index", "Key": manifest_key(run.prefix), "Index": index}}
+    for batch in batches:
+        lease.keep()
+        _commit(run, [check, *(_op(run, w, limit) for w in batch)])
+        run.tick(len(batch))
+    for write in large:
+        lease.keep()
+        assert write.target is not None
+        data = _content(run, write, limit)
+        run.client.put(f"{run.prefix}/{write.path}", data, flags=hash_to_flags(write.target.hash))
+        run.tick()
+    lease.keep()
+    return _commit_manifest(run, manifest, index)
+
+
+def _pack(writes: list[_Write], prefix: str) -> list[list[_Write]]:
+    """Group writes into transactions: one slot is kept for the manifest or its check."""
+    batches: list[list[_Write]] = []
+    current: list[_Write] = []
+    size = 0
+    for write in writes:
+        cost = write.estimate(prefix)
+        if current and (len(current) >= TXN_MAX_OPS - 1 or size + cost > TXN_MAX_BODY // 2):
+            batches.append(current)
+            current, size = [], 0
+        current.append(write)
+        size += cost
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _content(run: Run, write: _Write, limit: int) -> bytes:
+    """The bytes to write, re-checked against the hash the plan was made with."""
+    if write.value is not None:
+        return write.value
+    assert write.target is not None
+    data, _ = tree.read_file(run.settings.basepath, write.path, limit)
+    if content_hash(data) != write.target.hash:
+        raise ConflictError(
+            f"{write.path} changed while it was being pushed; run push again when it is quiet"
+        )
+    return data
+
+
+def _op(run: Run, write: _Write, limit: int) -> Op:
+    key = f"{run.prefix}/{write.path}"
+    if write.target is None:
+        return kv_delete(key)
+    return kv_set(key, _content(run, write, limit), hash_to_flags(write.target.hash))
+
+
+def _manifest_op(run: Run, manifest: bytes, index: int) -> Op:
+    flags = hash_to_flags(content_hash(manifest))
+    return kv_cas(manifest_key(run.prefix), manifest, flags, index)
+
+
+def _commit(run: Run, ops: list[Op]) -> int:
+    """Run a write transaction; the ModifyIndex it committed at."""
+    try:
+        results = run.client.txn(ops)
+    except TxnFailed as exc:
+        raise ConflictError(
+            "another push committed first; nothing of this transaction was written "
+            "(run status, then push again)"
+        ) from exc
+    return max((int(r.get("ModifyIndex") or 0) for r in results), default=0)
+
+
+def _commit_manifest(run: Run, manifest: bytes, index: int) -> int:
+    if 4 * len(manifest) // 3 < TXN_MAX_BODY // 2:
+        return _commit(run, [_manifest_op(run, manifest, index)])
+    flags = hash_to_flags(content_hash(manifest))
+    if not run.client.put(manifest_key(run.prefix), manifest, flags=flags, cas=index):
+        raise ConflictError("another push committed first (run status, then push again)")
+    entry, _ = run.client.get(manifest_key(run.prefix))
+    return entry.modify_index if entry else 0
+
+
+# -- pull -------------------------------------------------------------------------------------
+
+
+def pull(
+    run: Run,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    max_delete: int | None = None,
+    entries: list[KVEntry] | None = None,
+) -> Outcome:
+    """Apply remote changes. `entries`, when given, is the whole tree already read (a
+    consul-watch payload) and Consul is not asked again."""
+    root = run.settings.basepath
+    with state.local_lock(root):
+        record = state.load(root, run.prefix)
+        scan = tree.scan(root, record.hash_cache)
+        if entries is not None:
+            tree_ = remote.from_entries(run.prefix, entries)
+        else:
+            tree_ = remote.read(run.client, run.prefix, lock_wait=run.lock_wait, stale=run.stale)
+        p = plan(_local_files(scan), record.files, tree_.files)
+        _refuse_conflicts(p, "pull", force)
+        actions = p.pulls(force=force)
+        check_deletes(actions, len(scan.files), max_delete=max_delete, force=force, side="locally")
+        outcome = Outcome(actions, tree_.committed_index, dry_run, _warnings(scan, tree_))
+        outcome.skipped += [(key, why) for key, why in tree_.unsafe]
+        if dry_run:
+            return outcome
+        applied = _apply(run, tree_, scan, actions, outcome)
+        outcome.actions = applied
+        _advance(record, p, applied, tree_.committed_index)
+        record.hash_cache = scan.hash_cache
+        with tree.TreeWriter(root) as writer:
+            for action in applied:
+                if action.target is not None:
+                    current = writer.current(action.path)
+                    if current is not None:
+                        record.hash_cache[action.path] = (current, action.target.hash)
+                else:
+                    record.hash_cache.pop(action.path, None)
+        state.save(root, record)
+        return outcome
+
+
+def _apply(
+    run: Run, tree_: RemoteTree, scan: tree.Scan, actions: list[Action], outcome: Outcome
+) -> list[Action]:
+    """Stage every new file (verified) beside its place, then rename them all in."""
+    with tree.TreeWriter(run.settings.basepath) as writer:
+        staged: list[tree.Staged] = []
+        applied: list[Action] = []
+        try:
+            for action, data in _fetch(run, tree_, [a for a in actions if a.target]):
+                assert action.target is not None
+                try:
+                    staged.append(writer.stage(action.path, data, action.target.mode))
+                except tree.UnsafeLocalPath as exc:
+                    outcome.skipped.append((action.path, str(exc)))
+                    continue
+                applied.append(action)
+            applied += [a for a in actions if a.target is None]
+            for action in applied:
+                expected = scan.files.get(action.path)
+                if writer.current(action.path) != (expected.stat_key if expected else None):
+                    raise ConflictError(
+                        f"{action.path} changed locally during the pull; nothing was changed "
+                        "(run pull again)"
+                    )
+        except BaseException:
+            for item in staged:
+                writer.discard(item)
+            raise
+        for action in applied:
+            if action.target is None:
+                writer.delete(action.path)
+        for item in staged:
+            writer.commit(item)
+            run.tick()
+        writer.sync_dirs()
+    return sorted(applied, key=lambda a: a.path)
+
+
+def _fetch(run: Run, tree_: RemoteTree, actions: list[Action]) -> Iterator[tuple[Action, bytes]]:
+    """Each action's value, verified against its hash; read in batched transactions."""
+    batch: list[Action] = []
+    size = 0
+    for action in actions:
+        if action.path in tree_.values:
+            yield action, tree_.values[action.path]
+            continue
+        assert action.target is not None
+        if batch and (len(batch) >= TXN_MAX_OPS or size + action.target.size > FETCH_BATCH_BYTES):
+            yield from _fetch_batch(run, batch)
+            batch, size = [], 0
+        batch.append(action)
+        size += action.target.size
+    if batch:
+        yield from _fetch_batch(run, batch)
+
+
+def _fetch_batch(run: Run, batch: list[Action]) -> list[tuple[Action, bytes]]:
+    keys = [f"{run.prefix}/{a.path}" for a in batch]
+    for attempt in range(3):
+        try:
+            entries = run.client.txn_entries([kv_get(key) for key in keys])
+        except TxnFailed as exc:
+            raise ConflictError(
+                "the remote tree changed during the pull; nothing was changed (run pull again)"
+            ) from exc
+        values = {e.key: e.value for e in entries}
+        bad = [
+            a
+            for a, key in zip(batch, keys, strict=True)
+            if a.target is not None and content_hash(values.get(key, b"")) != a.target.hash
+        ]
+        if not bad:
+            return [(a, values[key]) for a, key in zip(batch, keys, strict=True)]
+        if attempt < 2:
+            time.sleep(0.2 * (attempt + 1))
+    raise IntegrityError(
+        f"the value of {bad[0].path} never matched its hash ({len(bad)} such files); nothing "
+        "was changed (push it again from a node that has the right content)"
+    )
+
+
+__all__ = ["FileconsulError", "Outcome", "Run", "Status", "pull", "push", "status"]

@@ -1,0 +1,307 @@
+"""The local tree: scan it (ignore rules, hashes), read files, and write them atomically.
+
+Writes never leave the basepath: every directory below it is opened with O_NOFOLLOW relative
+to its parent's descriptor, so a symlink planted anywhere on the way is refused, not followed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+import xxhash
+
+from fileconsul.errors import InvalidInput
+from fileconsul.keys import INTERNAL_DIR, unsafe_reason
+from fileconsul.manifest import FileInfo
+from fileconsul.state import StatKey
+
+IGNORE_FILE = ".fileconsulignore"
+TMP_PREFIX = ".fileconsul-tmp-"
+_CHUNK = 1 << 20
+#: A file modified this recently may change again within the clock's resolution: never cache it.
+_RACY_SECONDS = 2.0
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    info: FileInfo
+    stat_key: StatKey
+
+
+@dataclass
+class Scan:
+    files: dict[str, LocalFile] = field(default_factory=dict)
+    #: (path, reason) of entries skipped with a warning: links, FIFOs, sockets, devices.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: (path, reason) of files whose names cannot be keys: a push refuses them.
+    unsafe: list[tuple[str, str]] = field(default_factory=list)
+    hash_cache: dict[str, tuple[StatKey, str]] = field(default_factory=dict)
+    bytes_hashed: int = 0
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def file_mode(st: os.stat_result) -> int:
+    return stat.S_IMODE(st.st_mode) & 0o777
+
+
+def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:
+    try:
+        lines = (root / IGNORE_FILE).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {root / IGNORE_FILE} ({exc}); fix or remove it") from exc
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    hasher = xxhash.xxh3_64()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        total = 0
+        while chunk := os.read(fd, _CHUNK):
+            hasher.update(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    return hasher.hexdigest(), total
+
+
+def _hash_stable(path: Path, rel: str, st: os.stat_result) -> tuple[os.stat_result, str]:
+    """Hash a file, re-reading it while it changes under us (a few times at most)."""
+    for _ in range(3):
+        try:
+            digest, size = _hash_file(path)
+            after = os.stat(path, follow_symlinks=False)
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot read {rel} ({exc.strerror}); fix its permissions or add it to "
+                f"{IGNORE_FILE}"
+            ) from exc
+        if size == after.st_size and stat_key(after) == stat_key(st):
+            return after, digest
+        st = after
+    raise InvalidInput(f"{rel} keeps changing while it is read; retry when it is quiet")
+
+
+def scan(root: Path, cache: Mapping[str, tuple[StatKey, str]] | None = None) -> Scan:
+    """Every regular file under `root` that is not ignored, with its hash, size and mode."""
+    cache = cache or {}
+    spec = _ignore_spec(root)
+    result = Scan()
+    now_ns = time.time_ns()
+    for rel, entry in _walk(root, "", spec, result):
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            raise InvalidInput(f"cannot stat {rel} ({exc.strerror}); fix or ignore it") from exc
+        key = stat_key(st)
+        cached = cache.get(rel)
+        if cached is not None and cached[0] == key:
+            digest = cached[1]
+        else:
+            st, digest = _hash_stable(Path(entry.path), rel, st)
+            key = stat_key(st)
+            result.bytes_hashed += st.st_size
+        if now_ns - st.st_mtime_ns > _RACY_SECONDS * 1e9:
+            result.hash_cache[rel] = (key, digest)
+        result.files[rel] = LocalFile(FileInfo(digest, st.st_size, file_mode(st)), key)
+    return result
+
+
+def _walk(
+    root: Path, rel_dir: str, spec: pathspec.GitIgnoreSpec | None, result: Scan
+) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    try:
+        entries = sorted(os.scandir(root / rel_dir if rel_dir else root), key=lambda e: e.name)
+    except OSError as exc:
+        raise InvalidInput(f"cannot list {rel_dir or root} ({exc.strerror})") from exc
+    for entry in entries:
+        rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+        if not rel_dir and entry.name == INTERNAL_DIR:
+            continue
+        if entry.name.startswith(TMP_PREFIX):
+            continue
+        is_dir = entry.is_dir(follow_symlinks=False)
+        if spec is not None and spec.match_file(rel + "/" if is_dir else rel):
+            continue
+        if entry.is_symlink():
+            result.skipped.append((rel, "symbolic link, not followed"))
+        elif is_dir:
+            yield from _walk(root, rel, spec, result)
+        elif not entry.is_file(follow_symlinks=False):
+            result.skipped.append((rel, "not a regular file"))
+        elif (reason := unsafe_reason(rel)) is not None:
+            result.unsafe.append((rel, reason))
+        else:
+            yield rel, entry
+
+
+def read_file(root: Path, rel: str, limit: int) -> tuple[bytes, os.stat_result]:
+    """A file's bytes and its stat, refusing links and anything over `limit` bytes."""
+    try:
+        fd = os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {rel} ({exc.strerror}); nothing was pushed") from exc
+    try:
+        st = os.fstat(fd)
+        if st.st_size > limit:
+            raise InvalidInput(
+                f"{rel} is {st.st_size} bytes, over Consul's {limit}-byte value limit; "
+                f"nothing was pushed (add it to {IGNORE_FILE} or shrink it)"
+            )
+        chunks = []
+        while chunk := os.read(fd, _CHUNK):
+            chunks.append(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise InvalidInput(f"{rel} grew past the {limit}-byte value limit; nothing was pushed")
+    return data, st
+
+
+class UnsafeLocalPath(InvalidInput):
+    """A path under the basepath that fileconsul will not write through."""
+
+
+@dataclass(frozen=True)
+class Staged:
+    rel: str
+    dir_fd: int
+    tmp_name: str
+    name: str
+
+
+class TreeWriter:
+    """Writes and deletes files below `root`, never following a link, always atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._dirs: dict[str, int] = {}
+
+    def __enter__(self) -> TreeWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
+
+    def _dir(self, rel_dir: str, *, create: bool) -> int | None:
+        if rel_dir in self._dirs:
+            return self._dirs[rel_dir]
+        if not rel_dir:
+            fd = os.open(self.root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+        else:
+            parent_rel, _, name = rel_dir.rpartition("/")
+            parent = self._dir(parent_rel, create=create)
+            if parent is None:
+                return None
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(name, 0o755, dir_fd=parent)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeLocalPath(
+                        f"{rel_dir} is a symbolic link or not a directory; fileconsul does not "
+                        "write through it"
+                    ) from exc
+                raise
+        self._dirs[rel_dir] = fd
+        return fd
+
+    def current(self, rel: str) -> StatKey | None:
+        """The stat key of the regular file at `rel`, None when absent; refuses anything else."""
+        parent_rel, _, name = rel.rpartition("/")
+        parent = self._dir(parent_rel, create=False)
+        if parent is None:
+            return None
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeLocalPath(f"{rel} exists and is not a regular file; fileconsul leaves it")
+        return stat_key(st)
+
+    def stage(self, rel: str, data: bytes, mode: int) -> Staged:
+        """Write `data` to a fsynced temporary file beside `rel`, ready to be renamed in."""
+        parent_rel, _, name = rel.rpartition("/")
+        parent = self._dir(parent_rel, create=True)
+        assert parent is not None
+        tmp_name = f"{TMP_PREFIX}{secrets.token_hex(6)}"
+        fd = os.open(
+            tmp_name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=parent,
+        )
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fchmod(fd, mode & 0o777)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            with suppress(OSError):
+                os.unlink(tmp_name, dir_fd=parent)
+            raise
+        os.close(fd)
+        return Staged(rel, parent, tmp_name, name)
+
+    def commit(self, staged: Staged) -> None:
+        os.rename(staged.tmp_name, staged.name, src_dir_fd=staged.dir_fd, dst_dir_fd=staged.dir_fd)
+
+    def discard(self, staged: Staged) -> None:
+        with suppress(OSError):
+            os.unlink(staged.tmp_name, dir_fd=staged.dir_fd)
+
+    def delete(self, rel: str) -> None:
+        parent_rel, _, name = rel.rpartition("/")
+        parent = self._dir(parent_rel, create=False)
+        if parent is None:
+            return
+        with suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parent)
+        self._prune(parent_rel)
+
+    def _prune(self, rel_dir: str) -> None:
+        """Remove directories a delete left empty, up to (not including) the root."""
+        while rel_dir:
+            parent_rel, _, name = rel_dir.rpartition("/")
+            parent = self._dirs.get(parent_rel)
+            if parent is None:
+                return
+            try:
+                os.rmdir(name, dir_fd=parent)
+            except OSError:
+                return
+            os.close(self._dirs.pop(rel_dir))
+            rel_dir = parent_rel
+
+    def sync_dirs(self) -> None:
+        for fd in self._dirs.values():
+            os.fsync(fd)

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from fileconsul.cli import cli
+from tests.consul_agent import STARTED, Agent, consul_binary
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def consul_bin() -> str:
+    return consul_binary()
+
+
+@pytest.fixture(scope="session")
+def agent(consul_bin: str) -> Iterator[Agent]:
+    started = Agent(consul_bin).start()
+    yield started
+    started.cleanup()
+
+
+def _children() -> set[int]:
+    mine = str(os.getpid())
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == mine and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a thread or a child process behind."""
+    threads = set(threading.enumerate())
+    children = _children() - STARTED
+    yield
+    leaked_threads = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
+    leaked_children = _children() - STARTED - children
+    assert not leaked_threads, f"threads left running: {leaked_threads}"
+    assert not leaked_children, f"child processes left running: {leaked_children}"
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60]
+    return f"t{next(_counter)}-{name}"
+
+
+@dataclass
+class Node:
+    """One fileconsul node: a directory, an agent address and a prefix, driven by the CLI."""
+
+    root: Path
+    addr: str
+    prefix: str
+    token: str | None = None
+
+    def run(
+        self, *args: str, input: str | None = None, env: dict[str, str] | None = None
+    ) -> Result:
+        base = ["--addr", self.addr, "--prefix", self.prefix, "--basepath", str(self.root)]
+        if self.token:
+            base += ["--token", self.token]
+        command, rest = args[0], list(args[1:])
+        return CliRunner().invoke(cli, [command, *base, *rest], input=input, env=env)
+
+    def write(self, rel: str, data: bytes | str, mode: int | None = None) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+        if mode is not None:
+            path.chmod(mode)
+        return path
+
+    def read(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+    def files(self) -> dict[str, bytes]:
+        """Every regular file under the root but fileconsul's own directory."""
+        found = {}
+        for path in sorted(self.root.rglob("*")):
+            rel = path.relative_to(self.root).as_posix()
+            if path.is_file() and not path.is_symlink() and not rel.startswith(".fileconsul/"):
+                found[rel] = path.read_bytes()
+        return found
+
+
+@pytest.fixture
+def make_node(tmp_path: Path, agent: Agent, prefix: str) -> Any:
+    def make(name: str, *, addr: str | None = None, token: str | None = None) -> Node:
+        root = tmp_path / name
+        root.mkdir(parents=True, exist_ok=True)
+        return Node(root, addr or agent.addr, prefix, token)
+
+    return make
+
+
+@pytest.fixture
+def node(make_node: Any) -> Node:
+    made: Node = make_node("a")
+    return made
+
+
+@dataclass
+class KV:
+    """Direct access to the agent's KV store, to plant keys and check what Consul holds."""
+
+    url: str
+    token: str | None = None
+
+    def _headers(self) -> dict[str, str]:
+        return {"X-Consul-Token": self.token} if self.token else {}
+
+    def tree(self, prefix: str) -> dict[str, dict[str, Any]]:
+        response = httpx.get(
+            f"{self.url}/v1/kv/{prefix}/", params={"recurse": ""}, headers=self._headers()
+        )
+        if response.status_code == 404:
+            return {}
+        response.raise_for_status()
+        return {
+            e["Key"]: {
+                "value": base64.b64decode(e["Value"] or ""),
+                "flags": e["Flags"],
+                "index": e["ModifyIndex"],
+            }
+            for e in response.json()
+        }
+
+    def files(self, prefix: str) -> dict[str, bytes]:
+        """The file keys under the prefix, without fileconsul's own keys."""
+        start = len(prefix) + 1
+        return {
+            key[start:]: entry["value"]
+            for key, entry in self.tree(prefix).items()
+            if not key[start:].startswith(".fileconsul/")
+        }
+
+    def txn_set(self, items: dict[str, bytes], flags: int = 0) -> None:
+        ops = [
+            {"KV": {"Verb": "set", "Key": k, "Value": base64.b64encode(v).decode(), "Flags": flags}}
+            for k, v in items.items()
+        ]
+        response = httpx.put(f"{self.url}/v1/txn", json=ops, headers=self._headers())
+        assert response.status_code == 200, response.text
+
+    def put(self, key: str, value: bytes, **params: Any) -> None:
+        response = httpx.put(
+            f"{self.url}/v1/kv/{key}", content=value, params=params, headers=self._headers()
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() is True, response.text
+
+
+@pytest.fixture
+def kv(agent: Agent) -> KV:
+    return KV(agent.url)
