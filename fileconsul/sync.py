@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from fileconsul import remote, state, tree
@@ -118,6 +118,11 @@ def status(run: Run) -> Status:
     root = run.settings.basepath
     record = state.load(root, run.prefix)
     scan = tree.scan(root, record.hash_cache)
+    if record.exists and scan.hash_cache != record.hash_cache:
+        # Like `git status` refreshing its index: only the hash cache moves, never the base.
+        with suppress(ConflictError), state.local_lock(root):
+            record.hash_cache = scan.hash_cache
+            state.save(root, record)
     tree_ = remote.read(run.client, run.prefix, lock_wait=run.lock_wait, stale=run.stale)
     p = plan(_local_files(scan), record.files, tree_.files)
     return Status(run.prefix, p, tree_, scan, record)
@@ -375,15 +380,8 @@ def pull(
         applied = _apply(run, tree_, scan, actions, outcome)
         outcome.actions = applied
         _advance(record, p, applied, tree_.committed_index)
-        record.hash_cache = scan.hash_cache
-        with tree.TreeWriter(root) as writer:
-            for action in applied:
-                if action.target is not None:
-                    current = writer.current(action.path)
-                    if current is not None:
-                        record.hash_cache[action.path] = (current, action.target.hash)
-                else:
-                    record.hash_cache.pop(action.path, None)
+        rewritten = {a.path for a in applied}
+        record.hash_cache = {p: c for p, c in scan.hash_cache.items() if p not in rewritten}
         state.save(root, record)
         return outcome
 

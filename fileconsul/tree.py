@@ -27,8 +27,9 @@ from fileconsul.state import StatKey
 IGNORE_FILE = ".fileconsulignore"
 TMP_PREFIX = ".fileconsul-tmp-"
 _CHUNK = 1 << 20
-#: A file modified this recently may change again within the clock's resolution: never cache it.
-_RACY_SECONDS = 2.0
+#: A file modified this recently may change again within the same timestamp tick: its hash is
+#: not cached (file systems stamp with a clock that advances every few milliseconds).
+_RACY_NS = 100_000_000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -116,7 +117,7 @@ def scan(root: Path, cache: Mapping[str, tuple[StatKey, str]] | None = None) -> 
             st, digest = _hash_stable(Path(entry.path), rel, st)
             key = stat_key(st)
             result.bytes_hashed += st.st_size
-        if now_ns - st.st_mtime_ns > _RACY_SECONDS * 1e9:
+        if now_ns - st.st_mtime_ns > _RACY_NS:
             result.hash_cache[rel] = (key, digest)
         result.files[rel] = LocalFile(FileInfo(digest, st.st_size, file_mode(st)), key)
     return result

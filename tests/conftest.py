@@ -175,3 +175,34 @@ class KV:
 @pytest.fixture
 def kv(agent: Agent) -> KV:
     return KV(agent.url)
+
+
+class RecordingTransport(httpx.BaseTransport):
+    """The real HTTP transport, recording each request so a test can check what was sent."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.requests: list[tuple[str, str, bytes]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append((request.method, request.url.path, request.read()))
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def txns(self) -> list[list[dict[str, Any]]]:
+        import json
+
+        return [json.loads(body) for method, path, body in self.requests if path == "/v1/txn"]
+
+
+def library_run(node: Node, transport: httpx.BaseTransport | None = None, **kw: Any) -> Any:
+    """A sync.Run for `node`, on a client that may record its traffic."""
+    from fileconsul import config, sync
+    from fileconsul.consul import ConsulClient
+
+    settings = config.settings(
+        addr=node.addr, prefix=node.prefix, basepath=node.root, token=node.token, env={}
+    )
+    return sync.Run(settings, ConsulClient(settings.consul, transport=transport), **kw)

@@ -1,0 +1,238 @@
+"""Exit codes and messages, each as the operator sees them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fileconsul import config
+from fileconsul.consul import ConsulClient
+from fileconsul.errors import ConsulUnavailable
+from tests.conftest import KV, Node
+from tests.consul_agent import Agent, free_port
+
+MASTER = "fileconsul-test-master"
+
+
+def fileconsul(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fileconsul", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kw,
+    )
+
+
+def test_exit_0_when_in_sync_and_1_when_there_is_something_to_push(node: Node) -> None:
+    assert node.run("status").exit_code == 0
+    node.write("f", "x")
+    result = node.run("status")
+    assert result.exit_code == 1
+    assert "Changes to be pushed:" in result.stdout
+    assert node.run("push").exit_code == 0
+    assert node.run("status").exit_code == 0
+
+
+def test_exit_2_on_a_usage_error(node: Node) -> None:
+    result = node.run("push", "--no-such-flag")
+    assert result.exit_code == 2
+    assert "No such option" in result.stderr
+    result = node.run("status", "--prefix", "../up")
+    assert result.exit_code == 2
+    assert "invalid prefix" in result.stderr
+
+
+def test_exit_3_when_consul_is_unreachable_and_nothing_changes(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    port = free_port()
+    for command in ("status", "push", "pull"):
+        result = fileconsul(command, "--addr", f"127.0.0.1:{port}", "--basepath", str(tmp_path))
+        assert result.returncode == 3, result.stderr
+        assert "cannot reach Consul at http://127.0.0.1:" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".fileconsul", "f"]
+
+
+def test_exit_3_when_consul_has_no_leader() -> None:
+    def no_leader(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500, text="No cluster leader")
+
+    client = ConsulClient(config.consul_settings(env={}), transport=httpx.MockTransport(no_leader))
+    with pytest.raises(ConsulUnavailable, match="No cluster leader"):
+        client.keys("p/")
+    client.close()
+
+
+def test_exit_3_when_consul_times_out() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    client = ConsulClient(config.consul_settings(env={}), transport=httpx.MockTransport(slow))
+    with pytest.raises(ConsulUnavailable, match="timed out"):
+        client.get("p/k")
+    client.close()
+
+
+def test_exit_4_on_a_conflict_with_a_hint(make_node: Any) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("f", "a")
+    assert a.run("push").exit_code == 0
+    b.write("f", "b")
+    result = b.run("push")
+    assert result.exit_code == 4
+    assert "--force" in result.stderr
+
+
+def test_exit_130_when_interrupted(node: Node, kv: KV, agent: Agent) -> None:
+    session = httpx.put(f"{agent.url}/v1/session/create", json={"TTL": "30s"}).json()["ID"]
+    try:
+        kv.put(f"{node.prefix}.lock", b"x", acquire=session)
+        node.write("f", "x")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fileconsul",
+                "push",
+                "--addr",
+                node.addr,
+                "--prefix",
+                node.prefix,
+                "--basepath",
+                str(node.root),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert "interrupted" in stderr
+        assert "Traceback" not in stderr
+    finally:
+        httpx.put(f"{agent.url}/v1/session/destroy/{session}")
+    assert kv.files(node.prefix) == {}
+
+
+def test_version_and_module_entry_point() -> None:
+    result = fileconsul("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("fileconsul, version ")
+
+
+def test_original_single_dash_flags_still_work(node: Node, kv: KV) -> None:
+    node.write("f", "x")
+    result = fileconsul(
+        "push", f"-addr={node.addr}", f"-prefix={node.prefix}", f"-basepath={node.root}"
+    )
+    assert result.returncode == 0, result.stderr
+    assert kv.files(node.prefix) == {"f": b"x"}
+
+
+def test_consul_http_addr_is_the_default_address(node: Node, kv: KV) -> None:
+    node.write("f", "x")
+    env = {**os.environ, "CONSUL_HTTP_ADDR": f"http://{node.addr}"}
+    result = fileconsul("push", "--prefix", node.prefix, "--basepath", str(node.root), env=env)
+    assert result.returncode == 0, result.stderr
+    assert kv.files(node.prefix) == {"f": b"x"}
+
+
+# -- ACLs: exit 6 --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def acl_agent(consul_bin: str) -> Iterator[Agent]:
+    hcl = f'acl {{ enabled = true, default_policy = "deny", tokens {{ master = "{MASTER}" }} }}'
+    started = Agent(consul_bin, hcl=hcl).start(token=MASTER)
+    yield started
+    started.cleanup()
+
+
+def make_token(agent: Agent, rules: str) -> str:
+    headers = {"X-Consul-Token": MASTER}
+    name = f"p{time.monotonic_ns()}"
+    policy = httpx.put(
+        f"{agent.url}/v1/acl/policy", json={"Name": name, "Rules": rules}, headers=headers
+    )
+    assert policy.status_code == 200, policy.text
+    token = httpx.put(
+        f"{agent.url}/v1/acl/token", json={"Policies": [{"Name": name}]}, headers=headers
+    )
+    assert token.status_code == 200, token.text
+    secret: str = token.json()["SecretID"]
+    return secret
+
+
+def test_acl_read_only_token_can_pull_but_push_exits_6(
+    acl_agent: Agent, make_node: Any, prefix: str
+) -> None:
+    writer = make_token(
+        acl_agent,
+        f'key_prefix "{prefix}" {{ policy = "write" }}\nsession_prefix "" {{ policy = "write" }}',
+    )
+    reader = make_token(acl_agent, f'key_prefix "{prefix}" {{ policy = "read" }}')
+    a = make_node("a", addr=acl_agent.addr, token=writer)
+    b = make_node("b", addr=acl_agent.addr, token=reader)
+    a.write("f", "from writer")
+    result = a.run("push")
+    assert result.exit_code == 0, result.output
+    assert b.run("status").exit_code == 1
+    assert b.run("pull").exit_code == 0
+    assert b.read("f") == b"from writer"
+    b.write("f", "from reader")
+    result = b.run("push")
+    assert result.exit_code == 6
+    assert "ACL" in result.stderr
+    assert reader not in result.output
+    kv = KV(acl_agent.url, MASTER)
+    assert kv.files(prefix) == {"f": b"from writer"}
+
+
+def test_acl_token_without_read_exits_6(acl_agent: Agent, make_node: Any, prefix: str) -> None:
+    other = make_token(acl_agent, 'key_prefix "somewhere-else" { policy = "read" }')
+    node = make_node("n", addr=acl_agent.addr, token=other)
+    for command in ("status", "pull", "push"):
+        result = node.run(command)
+        assert result.exit_code == 6, (command, result.output)
+        assert other not in result.output
+    anonymous = make_node("anon", addr=acl_agent.addr)
+    assert anonymous.run("status").exit_code == 6
+
+
+def test_acl_token_from_consul_http_token_file(
+    acl_agent: Agent, make_node: Any, prefix: str, tmp_path: Path
+) -> None:
+    writer = make_token(
+        acl_agent,
+        f'key_prefix "{prefix}" {{ policy = "write" }}\nsession_prefix "" {{ policy = "write" }}',
+    )
+    token_file = tmp_path / "token"
+    token_file.write_text(writer + "\n")
+    node = make_node("n", addr=acl_agent.addr)
+    node.write("f", "x")
+    result = fileconsul(
+        "push",
+        "--addr",
+        node.addr,
+        "--prefix",
+        prefix,
+        "--basepath",
+        str(node.root),
+        "-v",
+        env={**os.environ, "CONSUL_HTTP_TOKEN_FILE": str(token_file)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert writer not in result.stdout + result.stderr
+    assert KV(acl_agent.url, MASTER).files(prefix) == {"f": b"x"}

@@ -1,0 +1,196 @@
+"""Hostile keys and local traps: nothing is ever written outside the basepath."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import xxhash
+
+from tests.conftest import KV, Node
+
+UNSAFE_SUFFIXES = [
+    "../escape",
+    "a/../../escape",
+    "..",
+    "./dot",
+    "/leading",
+    "a//b",
+    "back\\slash",
+    "folder/",
+    "",
+    "x" * 3000,
+    "a/" + "y" * 300,
+]
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(path).as_posix(): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+@pytest.mark.parametrize("suffix", UNSAFE_SUFFIXES, ids=lambda s: repr(s)[:30])
+def test_unsafe_keys_planted_through_txn_are_skipped_and_reported(
+    suffix: str, make_node: Any, kv: KV, tmp_path: Path
+) -> None:
+    node: Node = make_node("inner/node")
+    outside = snapshot(tmp_path)
+    kv.txn_set({f"{node.prefix}/safe.txt": b"safe", f"{node.prefix}/{suffix}": b"evil"})
+    result = node.run("pull")
+    assert result.exit_code == 5, result.output
+    assert "skipped" in result.stderr
+    assert node.files() == {"safe.txt": b"safe"}
+    after = snapshot(tmp_path)
+    after.pop("inner/node/safe.txt")
+    assert {k: v for k, v in after.items() if "/.fileconsul/" not in k} == {
+        k: v for k, v in outside.items() if "/.fileconsul/" not in k
+    }
+    status = node.run("status")
+    assert status.exit_code == 0
+    assert "skipped unsafe key" in status.stderr
+
+
+def test_control_characters_are_refused_by_consul_and_by_fileconsul() -> None:
+    from fileconsul.keys import unsafe_reason
+
+    assert unsafe_reason("a\nb") == "control character in name"
+    assert unsafe_reason("tab\there") == "control character in name"
+
+
+@pytest.mark.parametrize(
+    "name", ["per%cent", "what?", "hash#tag", "with space", "ünïcödé/日本", "Case", "case"]
+)
+def test_odd_but_safe_names_round_trip(name: str, make_node: Any, kv: KV) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write(name, name)
+    assert a.run("push").exit_code == 0
+    assert kv.files(a.prefix) == {name: name.encode()}
+    assert b.run("pull").exit_code == 0
+    assert b.read(name) == name.encode()
+
+
+def test_pull_never_writes_through_a_symlinked_directory(
+    make_node: Any, kv: KV, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    node: Node = make_node("n")
+    (node.root / "conf").symlink_to(outside)
+    kv.txn_set({f"{node.prefix}/conf/evil": b"evil", f"{node.prefix}/ok": b"ok"})
+    result = node.run("pull")
+    assert result.exit_code == 5, result.output
+    assert list(outside.iterdir()) == []
+    assert (node.root / "ok").read_bytes() == b"ok"
+    assert "conf" in result.stderr
+
+
+def test_pull_never_replaces_a_symlinked_file(make_node: Any, kv: KV, tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("precious")
+    node: Node = make_node("n")
+    (node.root / "f").symlink_to(target)
+    kv.txn_set({f"{node.prefix}/f": b"evil"})
+    result = node.run("pull")
+    assert result.exit_code == 5
+    assert target.read_text() == "precious"
+    assert (node.root / "f").is_symlink()
+
+
+def test_a_key_equal_to_the_prefix_is_skipped(node: Node, kv: KV) -> None:
+    kv.txn_set({node.prefix: b"x", f"{node.prefix}/": b"folder", f"{node.prefix}/ok": b"ok"})
+    result = node.run("pull")
+    assert result.exit_code == 5
+    assert node.files() == {"ok": b"ok"}
+
+
+def test_a_manifest_with_a_wrong_hash_is_caught_before_anything_is_written(
+    make_node: Any, kv: KV
+) -> None:
+    import json
+    import zlib
+
+    a, b = make_node("a"), make_node("b")
+    a.write("f", "good")
+    a.write("g", "fine")
+    assert a.run("push").exit_code == 0
+    # Rewrite value and manifest together, the manifest claiming a hash the value lacks.
+    manifest = json.loads(
+        zlib.decompress(kv.tree(a.prefix)[f"{a.prefix}/.fileconsul/manifest"]["value"])
+    )
+    manifest["files"]["f"][0] = xxhash.xxh3_64_hexdigest(b"something else")
+    value = zlib.compress(json.dumps(manifest).encode())
+    kv.txn_set({f"{a.prefix}/.fileconsul/manifest": value}, flags=xxhash.xxh3_64_intdigest(value))
+    result = b.run("pull")
+    assert result.exit_code == 7, result.output
+    assert "never matched its hash" in result.stderr
+    assert b.files() == {}
+
+
+def test_a_corrupt_manifest_is_reported_and_the_values_read_instead(make_node: Any, kv: KV) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("f", "good")
+    assert a.run("push").exit_code == 0
+    kv.txn_set({f"{a.prefix}/.fileconsul/manifest": b"\x78\x9c truncated"}, flags=1)
+    result = b.run("pull")
+    assert result.exit_code == 0, result.output
+    assert "manifest" in result.stderr
+    assert "corrupt" in result.stderr
+    assert b.files() == {"f": b"good"}
+    a.write("g", "more")
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    assert b.files() == {"f": b"good", "g": b"more"}
+
+
+def test_an_unreadable_local_file_refuses_the_push(
+    node: Node, kv: KV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fileconsul import tree
+
+    node.write("fine", "f")
+    path = node.write("secret", "s")
+    path.chmod(0)
+    real_hash = tree._hash_file
+
+    def denied(target: Path) -> tuple[str, int]:
+        # Root reads every file, so the refusal a normal user gets is injected here.
+        if target.name == "secret":
+            raise PermissionError(13, "Permission denied")
+        return real_hash(target)
+
+    monkeypatch.setattr(tree, "_hash_file", denied)
+    result = node.run("push")
+    assert "cannot read secret (Permission denied)" in result.stderr
+    assert result.exit_code == 5
+    assert kv.files(node.prefix) == {}
+
+
+def test_a_local_name_that_cannot_be_a_key_refuses_the_push(node: Node, kv: KV) -> None:
+    node.write("fine", "f")
+    (node.root / "bad\\name").write_text("b")
+    result = node.run("push")
+    assert result.exit_code == 5
+    assert "cannot be a Consul key" in result.stderr
+    assert kv.files(node.prefix) == {}
+
+
+def test_an_empty_tree_pushes_nothing_and_pulls_nothing(make_node: Any, kv: KV) -> None:
+    a, b = make_node("a"), make_node("b")
+    assert a.run("status").exit_code == 0
+    assert a.run("push").exit_code == 0
+    assert kv.files(a.prefix) == {}
+    assert b.run("pull").exit_code == 0
+    assert b.files() == {}
+
+
+def test_pull_leaves_no_temporary_files(make_node: Any) -> None:
+    a, b = make_node("a"), make_node("b")
+    for i in range(20):
+        a.write(f"d/f{i}", str(i))
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    assert not [p for p in b.root.rglob("*") if ".fileconsul-tmp-" in p.name]

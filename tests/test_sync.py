@@ -1,0 +1,377 @@
+"""Push, pull and status end to end against a real agent: bytes, modes, keys, manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import zlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import xxhash
+
+from tests.conftest import KV, Node, RecordingTransport, library_run
+
+
+def manifest_of(kv: KV, prefix: str) -> dict[str, Any]:
+    entry = kv.tree(prefix)[f"{prefix}/.fileconsul/manifest"]
+    data: dict[str, Any] = json.loads(zlib.decompress(entry["value"]))
+    return data
+
+
+def test_push_then_pull_round_trips_bytes_and_the_executable_bit(make_node: Any, kv: KV) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("bin/ntp", "#!/bin/sh\nexec ntpd\n", 0o755)
+    a.write("config/service/ntp.json", '{"service": {"name": "ntp"}}\n', 0o644)
+    a.write("blob.bin", bytes(range(256)) * 4, 0o600)
+    a.write("empty", b"")
+    assert a.run("push").exit_code == 0
+    result = b.run("pull")
+    assert result.exit_code == 0, result.output
+    assert b.files() == a.files()
+    for rel in ("bin/ntp", "config/service/ntp.json", "blob.bin", "empty"):
+        mode_a = stat.S_IMODE((a.root / rel).stat().st_mode)
+        assert stat.S_IMODE((b.root / rel).stat().st_mode) == mode_a
+    assert (b.root / "bin/ntp").stat().st_mode & stat.S_IXUSR
+
+
+def test_keys_hold_raw_bytes_with_the_xxh3_hash_in_flags(node: Node, kv: KV) -> None:
+    node.write("cfg/app.conf", "port = 80\n")
+    assert node.run("push").exit_code == 0
+    entry = kv.tree(node.prefix)[f"{node.prefix}/cfg/app.conf"]
+    assert entry["value"] == b"port = 80\n"
+    assert entry["flags"] == xxhash.xxh3_64_intdigest(b"port = 80\n")
+
+
+def test_manifest_lists_hash_size_and_mode_and_is_written_with_the_files(
+    node: Node, kv: KV
+) -> None:
+    node.write("run.sh", "echo\n", 0o755)
+    assert node.run("push").exit_code == 0
+    tree = kv.tree(node.prefix)
+    manifest = manifest_of(kv, node.prefix)
+    assert manifest["files"] == {"run.sh": [xxhash.xxh3_64_hexdigest(b"echo\n"), 5, 0o755]}
+    # One transaction: the file and the manifest share one ModifyIndex.
+    assert (
+        tree[f"{node.prefix}/run.sh"]["index"]
+        == tree[f"{node.prefix}/.fileconsul/manifest"]["index"]
+    )
+
+
+def test_consul_kv_get_reads_the_value_as_it_is(node: Node, consul_bin: str, agent: Any) -> None:
+    node.write("motd", "hello fleet\n")
+    assert node.run("push").exit_code == 0
+    out = subprocess.run(
+        [consul_bin, "kv", "get", f"-http-addr={agent.addr}", f"{node.prefix}/motd"],
+        capture_output=True,
+        check=True,
+    )
+    assert out.stdout == b"hello fleet\n\n" or out.stdout == b"hello fleet\n"
+
+
+def test_delete_removes_exactly_that_key_not_its_string_prefix_siblings(node: Node, kv: KV) -> None:
+    for name in ("cfg", "cfg.bak", "cfgx/inner", "keep"):
+        node.write(name, name)
+    assert node.run("push").exit_code == 0
+    (node.root / "cfg").unlink()
+    result = node.run("push")
+    assert result.exit_code == 0, result.output
+    assert sorted(kv.files(node.prefix)) == ["cfg.bak", "cfgx/inner", "keep"]
+
+
+def test_push_from_an_empty_directory_is_refused_and_consul_is_unchanged(
+    make_node: Any, kv: KV
+) -> None:
+    a = make_node("a")
+    for i in range(4):
+        a.write(f"f{i}", str(i))
+    assert a.run("push").exit_code == 0
+    before = kv.tree(a.prefix)
+    for i in range(4):
+        (a.root / f"f{i}").unlink()
+    result = a.run("push")
+    assert result.exit_code == 5
+    assert "refusing to delete 4 of 4 files in Consul" in result.stderr
+    assert kv.tree(a.prefix) == before
+    assert a.run("push", "--max-delete", "3").exit_code == 5
+    assert a.run("push", "--max-delete", "4").exit_code == 0
+    assert kv.files(a.prefix) == {}
+
+
+def test_pull_that_would_delete_most_files_is_refused_and_the_tree_kept(
+    make_node: Any, kv: KV
+) -> None:
+    a, b = make_node("a"), make_node("b")
+    for i in range(4):
+        a.write(f"f{i}", str(i))
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    for i in range(3):
+        (a.root / f"f{i}").unlink()
+    assert a.run("push", "--force").exit_code == 0
+    result = b.run("pull")
+    assert result.exit_code == 5
+    assert "refusing to delete 3 of 4 files locally" in result.stderr
+    assert sorted(b.files()) == ["f0", "f1", "f2", "f3"]
+    assert b.run("pull", "--force").exit_code == 0
+    assert sorted(b.files()) == ["f3"]
+
+
+def test_dry_run_changes_neither_side(make_node: Any, kv: KV) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("x", "1")
+    result = a.run("push", "--dry-run")
+    assert result.exit_code == 0
+    assert "would push added: x" in result.stdout.replace("  ", " ")
+    assert kv.tree(a.prefix) == {}
+    assert a.run("push").exit_code == 0
+    result = b.run("pull", "--dry-run")
+    assert result.exit_code == 0
+    assert b.files() == {}
+    assert not (b.root / ".fileconsul" / "records").exists()
+
+
+def test_first_pull_keeps_equal_files_and_refuses_different_ones(make_node: Any) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("same", "1")
+    a.write("differs", "theirs")
+    assert a.run("push").exit_code == 0
+    b.write("same", "1")
+    b.write("differs", "mine")
+    result = b.run("pull")
+    assert result.exit_code == 4
+    assert "differs" in result.stderr
+    assert b.read("differs") == b"mine"
+    assert b.run("pull", "--force").exit_code == 0
+    assert b.read("differs") == b"theirs"
+    assert b.run("status").exit_code == 0
+
+
+def test_push_force_keeps_the_local_version(make_node: Any, kv: KV) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("f", "base")
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    a.write("f", "from a")
+    assert a.run("push").exit_code == 0
+    b.write("f", "from b")
+    assert b.run("push").exit_code == 4
+    assert kv.files(a.prefix)["f"] == b"from a"
+    assert b.run("push", "--force").exit_code == 0
+    assert kv.files(a.prefix)["f"] == b"from b"
+
+
+def test_pushes_from_two_nodes_merge_when_they_touch_different_files(
+    make_node: Any, kv: KV
+) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("one", "1")
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    a.write("two", "2")
+    b.write("three", "3")
+    assert a.run("push").exit_code == 0
+    assert b.run("push").exit_code == 0
+    assert kv.files(a.prefix) == {"one": b"1", "two": b"2", "three": b"3"}
+    assert sorted(manifest_of(kv, a.prefix)["files"]) == ["one", "three", "two"]
+    assert a.run("pull").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    assert a.files() == b.files() == kv.files(a.prefix)
+
+
+def test_a_push_planned_on_an_old_manifest_loses_its_check_and_set(make_node: Any, kv: KV) -> None:
+    from fileconsul import remote, sync
+    from fileconsul.errors import ConflictError
+
+    a, b = make_node("a"), make_node("b")
+    a.write("f", "1")
+    assert a.run("push").exit_code == 0
+    run = library_run(a)
+    stale = remote.read(run.client, a.prefix)
+    b.write("g", "2")
+    assert b.run("push").exit_code == 0
+    before = kv.tree(a.prefix)
+    a.write("f", "changed")
+    from fileconsul.manifest import FileInfo, content_hash
+    from fileconsul.plan import Action
+
+    action = Action("f", "modified", FileInfo(content_hash(b"changed"), 7, 0o644))
+    with (
+        sync.push_lock(run) as lease,
+        pytest.raises(ConflictError, match="another push committed first"),
+    ):
+        sync._write(run, lease, stale, [action], 512 * 1024)
+    run.client.close()
+    assert kv.tree(a.prefix) == before
+
+
+def test_up_to_63_files_are_one_transaction_with_the_manifest(node: Node, kv: KV) -> None:
+    from fileconsul import sync
+
+    for i in range(63):
+        node.write(f"d{i % 7}/f{i}", f"content {i}\n")
+    transport = RecordingTransport()
+    run = library_run(node, transport)
+    outcome = sync.push(run)
+    run.client.close()
+    assert len(outcome.actions) == 63
+    writes = [t for t in transport.txns() if any(op["KV"]["Verb"] != "get-tree" for op in t)]
+    assert len(writes) == 1
+    assert len(writes[0]) == 64
+    assert writes[0][-1]["KV"]["Key"] == f"{node.prefix}/.fileconsul/manifest"
+    assert writes[0][-1]["KV"]["Verb"] == "cas"
+    assert len(kv.files(node.prefix)) == 63
+
+
+def test_more_than_63_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> None:
+    from fileconsul import sync
+
+    for i in range(300):
+        node.write(f"d{i % 10}/f{i:03}", f"content {i}\n" * 20)
+    transport = RecordingTransport()
+    run = library_run(node, transport)
+    outcome = sync.push(run)
+    run.client.close()
+    assert len(outcome.actions) == 300
+    paths = [(m, p) for m, p, _ in transport.requests]
+    acquire = paths.index(("PUT", f"/v1/kv/{node.prefix}.lock"))
+    destroy = next(i for i, (m, p) in enumerate(paths) if p.startswith("/v1/session/destroy"))
+    txn_positions = [i for i, (m, p) in enumerate(paths) if p == "/v1/txn"]
+    writes = [t for t in transport.txns() if any(op["KV"]["Verb"] == "set" for op in t)]
+    assert len(writes) >= 5
+    assert all(len(t) <= 64 for t in writes)
+    assert all(t[0]["KV"]["Verb"] == "check-index" for t in writes)
+    assert acquire < min(txn_positions)
+    assert max(txn_positions) < destroy
+    assert len(kv.files(node.prefix)) == 300
+    assert httpx.get(f"{kv.url}/v1/kv/{node.prefix}.lock").status_code == 404
+
+
+def test_a_held_lock_makes_push_wait_and_then_exit_4(node: Node, kv: KV, agent: Any) -> None:
+    import httpx
+
+    node.write("f", "1")
+    session = httpx.put(f"{agent.url}/v1/session/create", json={"TTL": "30s"}).json()["ID"]
+    try:
+        kv.put(f"{node.prefix}.lock", b"someone", acquire=session)
+        result = node.run("push", "--lock-wait", "0.5")
+        assert result.exit_code == 4
+        assert "held" in result.stderr
+        assert kv.files(node.prefix) == {}
+    finally:
+        httpx.put(f"{agent.url}/v1/session/destroy/{session}")
+    assert node.run("push").exit_code == 0
+
+
+def test_a_pull_never_applies_a_half_written_push(make_node: Any, kv: KV, agent: Any) -> None:
+    import httpx
+
+    a, b = make_node("a"), make_node("b")
+    a.write("f", "committed")
+    assert a.run("push").exit_code == 0
+    # A multi-batch push in progress: the lock is held and a first batch is written.
+    session = httpx.put(f"{agent.url}/v1/session/create", json={"TTL": "30s"}).json()["ID"]
+    kv.put(f"{a.prefix}.lock", b"pusher", acquire=session)
+    half = b"half-written"
+    kv.txn_set({f"{a.prefix}/new": half}, flags=xxhash.xxh3_64_intdigest(half))
+    result = b.run("pull", "--lock-wait", "0.5")
+    assert result.exit_code == 4
+    assert b.files() == {}
+    httpx.put(f"{agent.url}/v1/session/destroy/{session}")
+    # The pusher died: its batch never committed, so a pull ignores it.
+    result = b.run("pull")
+    assert result.exit_code == 0, result.output
+    assert b.files() == {"f": b"committed"}
+    assert "interrupted push" in result.stderr
+
+
+def test_a_value_at_the_limit_round_trips_and_one_byte_more_is_refused_whole(
+    make_node: Any, kv: KV
+) -> None:
+    a, b = make_node("a"), make_node("b")
+    big = os.urandom(512 * 1024)
+    a.write("small", "s")
+    a.write("big", big)
+    result = a.run("push")
+    assert result.exit_code == 0, result.output
+    assert kv.files(a.prefix)["big"] == big
+    assert b.run("pull").exit_code == 0
+    assert b.read("big") == big
+    before = kv.tree(a.prefix)
+    a.write("small", "changed")
+    a.write("too-big", os.urandom(512 * 1024 + 1))
+    result = a.run("push")
+    assert result.exit_code == 5
+    assert "too-big is 524289 bytes, over Consul's 524288-byte value limit" in result.stderr
+    assert kv.tree(a.prefix) == before
+
+
+def test_a_tree_written_with_consul_kv_put_is_seen_pulled_and_adopted(
+    make_node: Any, kv: KV, consul_bin: str, agent: Any
+) -> None:
+    a, b = make_node("a"), make_node("b")
+    for key, value in (("app/a.conf", "a=1\n"), ("app/b.conf", "b=2\n")):
+        subprocess.run(
+            [consul_bin, "kv", "put", f"-http-addr={agent.addr}", f"{a.prefix}/{key}", value],
+            check=True,
+            capture_output=True,
+        )
+    status = json.loads(b.run("status", "--json").stdout)
+    assert status["pull"] == [
+        {"path": "app/a.conf", "change": "added"},
+        {"path": "app/b.conf", "change": "added"},
+    ]
+    assert b.run("pull").exit_code == 0
+    assert b.files() == {"app/a.conf": b"a=1\n", "app/b.conf": b"b=2\n"}
+    # The next push adopts the tree: manifest written, hashes set in Flags.
+    b.write("app/c.conf", "c=3\n")
+    assert b.run("push").exit_code == 0
+    tree = kv.tree(a.prefix)
+    assert tree[f"{a.prefix}/app/a.conf"]["flags"] == xxhash.xxh3_64_intdigest(b"a=1\n")
+    assert sorted(manifest_of(kv, a.prefix)["files"]) == ["app/a.conf", "app/b.conf", "app/c.conf"]
+    # A later out-of-band edit is seen too.
+    subprocess.run(
+        [consul_bin, "kv", "put", f"-http-addr={agent.addr}", f"{a.prefix}/app/a.conf", "a=9\n"],
+        check=True,
+        capture_output=True,
+    )
+    assert b.run("pull").exit_code == 0
+    assert b.read("app/a.conf") == b"a=9\n"
+
+
+def test_unchanged_status_of_1000_files_downloads_no_file_contents(node: Node) -> None:
+    from fileconsul import sync
+
+    for i in range(1000):
+        node.write(f"d{i % 10}/sub{i % 3}/f{i:04}", os.urandom(4096))
+    assert node.run("push").exit_code == 0
+    assert node.run("status").exit_code == 0  # hashes the tree once and caches the hashes
+    run = library_run(node)
+    result = sync.status(run)
+    run.client.close()
+    assert result.in_sync
+    assert result.remote.fast
+    assert result.scan.bytes_hashed == 0
+    # The manifest (compressed) plus a key listing; the tree itself is 4 MB.
+    assert run.client.requests == 2
+    assert run.client.bytes_received < 1000 * 4096 // 100
+
+
+def test_ignore_rules_symlinks_and_fifos_are_not_synced(node: Node, kv: KV, tmp_path: Path) -> None:
+    node.write(".fileconsulignore", "*.swp\nbuild/\n!keep.swp\n")
+    node.write("a.swp", "x")
+    node.write("keep.swp", "k")
+    node.write("build/out", "o")
+    node.write("real", "r")
+    (node.root / "link").symlink_to(node.root / "real")
+    (node.root / "dirlink").symlink_to(tmp_path)
+    os.mkfifo(node.root / "fifo")
+    result = node.run("push")
+    assert result.exit_code == 0, result.output
+    assert sorted(kv.files(node.prefix)) == [".fileconsulignore", "keep.swp", "real"]
+    assert "skipped link: symbolic link, not followed" in result.stderr
+    assert "skipped fifo: not a regular file" in result.stderr
