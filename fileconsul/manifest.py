@@ -60,11 +60,20 @@ def files_from_json(raw: object) -> dict[str, FileInfo]:
 
 
 def encode(files: Files, *, max_size: int) -> bytes:
-    """The manifest's value: zlib-compressed JSON; InvalidInput when it exceeds `max_size`."""
-    body = json.dumps(
-        {"format": FORMAT, "files": files_to_json(files)}, separators=(",", ":")
-    ).encode()
-    value = zlib.compress(body, 6)
+    """The manifest's value: zlib-compressed columnar JSON; InvalidInput past `max_size`.
+
+    Columns (paths, concatenated hashes, sizes, modes) compress far better than one record
+    per path: 10,000 paths take about a third of a 512 KiB value.
+    """
+    paths = sorted(files)
+    body = {
+        "format": FORMAT,
+        "paths": paths,
+        "hashes": "".join(files[p].hash for p in paths),
+        "sizes": [files[p].size for p in paths],
+        "modes": [files[p].mode for p in paths],
+    }
+    value = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 9)
     if len(value) > max_size:
         raise InvalidInput(
             f"the manifest for {len(files)} files takes {len(value)} bytes, over Consul's "
@@ -81,4 +90,14 @@ def decode(value: bytes) -> dict[str, FileInfo]:
         raise ValueError(f"unreadable manifest: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError("not a fileconsul manifest")
-    return files_from_json(data.get("files"))
+    try:
+        paths, hashes = data["paths"], data["hashes"]
+        sizes, modes = data["sizes"], data["modes"]
+        if not (len(paths) == len(sizes) == len(modes) and len(hashes) == 16 * len(paths)):
+            raise ValueError("columns of different lengths")
+        return {
+            str(path): FileInfo.from_json([hashes[16 * i : 16 * i + 16], sizes[i], modes[i]])
+            for i, path in enumerate(paths)
+        }
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed manifest: {exc}") from exc

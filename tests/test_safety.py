@@ -121,7 +121,9 @@ def test_a_manifest_with_a_wrong_hash_is_caught_before_anything_is_written(
     manifest = json.loads(
         zlib.decompress(kv.tree(a.prefix)[f"{a.prefix}/.fileconsul/manifest"]["value"])
     )
-    manifest["files"]["f"][0] = xxhash.xxh3_64_hexdigest(b"something else")
+    at = 16 * manifest["paths"].index("f")
+    wrong = xxhash.xxh3_64_hexdigest(b"something else")
+    manifest["hashes"] = manifest["hashes"][:at] + wrong + manifest["hashes"][at + 16 :]
     value = zlib.compress(json.dumps(manifest).encode())
     kv.txn_set({f"{a.prefix}/.fileconsul/manifest": value}, flags=xxhash.xxh3_64_intdigest(value))
     result = b.run("pull")

@@ -54,7 +54,10 @@ def test_manifest_lists_hash_size_and_mode_and_is_written_with_the_files(
     assert node.run("push").exit_code == 0
     tree = kv.tree(node.prefix)
     manifest = manifest_of(kv, node.prefix)
-    assert manifest["files"] == {"run.sh": [xxhash.xxh3_64_hexdigest(b"echo\n"), 5, 0o755]}
+    assert manifest["paths"] == ["run.sh"]
+    assert manifest["hashes"] == xxhash.xxh3_64_hexdigest(b"echo\n")
+    assert manifest["sizes"] == [5]
+    assert manifest["modes"] == [0o755]
     # One transaction: the file and the manifest share one ModifyIndex.
     assert (
         tree[f"{node.prefix}/run.sh"]["index"]
@@ -177,7 +180,7 @@ def test_pushes_from_two_nodes_merge_when_they_touch_different_files(
     assert a.run("push").exit_code == 0
     assert b.run("push").exit_code == 0
     assert kv.files(a.prefix) == {"one": b"1", "two": b"2", "three": b"3"}
-    assert sorted(manifest_of(kv, a.prefix)["files"]) == ["one", "three", "two"]
+    assert manifest_of(kv, a.prefix)["paths"] == ["one", "three", "two"]
     assert a.run("pull").exit_code == 0
     assert b.run("pull").exit_code == 0
     assert a.files() == b.files() == kv.files(a.prefix)
@@ -332,7 +335,7 @@ def test_a_tree_written_with_consul_kv_put_is_seen_pulled_and_adopted(
     assert b.run("push").exit_code == 0
     tree = kv.tree(a.prefix)
     assert tree[f"{a.prefix}/app/a.conf"]["flags"] == xxhash.xxh3_64_intdigest(b"a=1\n")
-    assert sorted(manifest_of(kv, a.prefix)["files"]) == ["app/a.conf", "app/b.conf", "app/c.conf"]
+    assert manifest_of(kv, a.prefix)["paths"] == ["app/a.conf", "app/b.conf", "app/c.conf"]
     # A later out-of-band edit is seen too.
     subprocess.run(
         [consul_bin, "kv", "put", f"-http-addr={agent.addr}", f"{a.prefix}/app/a.conf", "a=9\n"],
