@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,6 +12,8 @@ from typing import Any, TypeVar
 import click
 
 from fileconsul import __version__, config, render, sync
+from fileconsul import fleet as fleet_mod
+from fileconsul import watch as watch_mod
 from fileconsul.consul import ConsulClient
 from fileconsul.errors import EXIT_CHANGES, FileconsulError, Interrupted
 
@@ -150,13 +153,29 @@ def cli() -> None:
 @cli.command()
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@click.option(
+    "--fleet",
+    is_flag=True,
+    help="List every node's last applied revision: current, lagging or failed.",
+)
 @click.pass_context
-def status(ctx: click.Context, /, as_json: bool, quiet: bool, verbose: bool, **kw: Any) -> None:
+def status(
+    ctx: click.Context, /, as_json: bool, fleet: bool, quiet: bool, verbose: bool, **kw: Any
+) -> None:
     """Show what push and pull would change, and any conflicts.
 
-    Exits 0 when in sync, 1 when there is anything to push, pull or resolve.
+    Exits 0 when in sync, 1 when there is anything to push, pull or resolve. With --fleet,
+    exits 1 when any node is not current.
     """
     out = Output(quiet, verbose)
+    if fleet:
+        with open_run(out, **kw) as run:
+            revision, nodes = fleet_mod.read(run.client, run.prefix)
+        if as_json:
+            click.echo(json.dumps(render.fleet_json(run.prefix, revision, nodes), indent=2))
+        else:
+            out.out(render.fleet_text(revision, nodes))
+        ctx.exit(0 if nodes and all(n.state == "current" for n in nodes) else EXIT_CHANGES)
     with open_run(out, **kw) as run:
         result = sync.status(run)
     for warning in result.warnings:
@@ -190,9 +209,46 @@ def push(
     _finish(ctx, out, "push", outcome)
 
 
+def apply_options(func: F) -> F:
+    """What happens around an apply: hooks and the fleet report (pull and watch)."""
+    options = [
+        click.option(
+            "--exec",
+            "exec_cmd",
+            metavar="CMD",
+            help="Run CMD through the shell after changes were applied; the changed paths "
+            "are in $FILECONSUL_CHANGED and, as JSON, on its stdin.",
+        ),
+        click.option(
+            "--on-failure",
+            metavar="CMD",
+            help="Run CMD when applying or the --exec hook failed ($FILECONSUL_ERROR says why).",
+        ),
+        click.option(
+            "--no-report",
+            is_flag=True,
+            help="Do not write this node's fleet report (<prefix>.nodes/<node>).",
+        ),
+        click.option(
+            "--node",
+            metavar="NAME",
+            help="Node name in the fleet report [default: the agent's node name].",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @connection_options
 @change_options
+@apply_options
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="As a consul watch handler, exit non-zero on errors (consul watch then stops).",
+)
 @click.pass_context
 def pull(
     ctx: click.Context,
@@ -202,22 +258,154 @@ def pull(
     dry_run: bool,
     force: bool,
     max_delete: int | None,
+    exec_cmd: str | None,
+    on_failure: str | None,
+    no_report: bool,
+    node: str | None,
+    strict: bool,
     **kw: Any,
 ) -> None:
-    """Apply remote changes to the local tree, verified and atomically."""
+    """Apply remote changes to the local tree, verified and atomically.
+
+    Run by `consul watch` (CONSUL_INDEX is set), it reads the watch's JSON from stdin, uses a
+    keyprefix payload as the tree, and exits 0 even on errors unless --strict.
+    """
     out = Output(quiet, verbose)
-    with open_run(out, **kw) as run:
-        outcome = sync.pull(run, force=force, dry_run=dry_run, max_delete=max_delete)
-    _finish(ctx, out, "pull", outcome)
+    handler = "CONSUL_INDEX" in os.environ
+    options = watch_mod.ApplyOptions(
+        watch_mod.Hooks(exec_cmd, on_failure), not no_report, node, force, dry_run, max_delete
+    )
+    try:
+        with open_run(out, **kw) as run:
+            entries = None
+            if handler:
+                entries = watch_mod.parse_payload(sys.stdin.read(), run.prefix)
+            applied = watch_mod.apply_remote(run, options, entries=entries)
+        code = _report_apply(out, applied)
+    except FileconsulError as exc:
+        if not handler or strict:
+            raise
+        click.echo(f"fileconsul: {exc}", err=True)
+        code = exc.exit_code
+    if handler and not strict:
+        code = 0
+    ctx.exit(code)
+
+
+def _report_apply(out: Output, applied: watch_mod.Applied) -> int:
+    """Print what an apply did; its exit code."""
+    if applied.outcome is not None:
+        _print_outcome(out, "pull", applied.outcome)
+    for note in applied.notes:
+        out.warn(note)
+    if applied.error is not None:
+        click.echo(f"fileconsul: {applied.error}", err=True)
+    return applied.exit_code
+
+
+@cli.command()
+@connection_options
+@apply_options
+@click.option(
+    "--max-delete",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Allow up to N deletions per apply [default: half of the tracked files].",
+)
+@click.option("--stale", is_flag=True, help="Let any Consul server answer, to spread the load.")
+@click.option(
+    "--random-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait a random time up to SECONDS after a change before fetching it.",
+)
+@click.option("--once", is_flag=True, help="Apply what is pending, then exit as pull does.")
+@click.option(
+    "--push",
+    "push_local",
+    is_flag=True,
+    help="Also push local changes, after a quiet period; conflicts are reported, never forced.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=1, max=600),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest blocking query to Consul.",
+)
+@click.pass_context
+def watch(
+    ctx: click.Context,
+    /,
+    quiet: bool,
+    verbose: bool,
+    exec_cmd: str | None,
+    on_failure: str | None,
+    no_report: bool,
+    node: str | None,
+    max_delete: int | None,
+    stale: bool,
+    random_delay: float,
+    once: bool,
+    push_local: bool,
+    wait: float,
+    **kw: Any,
+) -> None:
+    """Apply every remote change as it happens (and, with --push, push local ones).
+
+    Stops cleanly on SIGTERM or SIGINT, between applies (exit 0).
+    """
+    out = Output(quiet, verbose)
+    options = watch_mod.WatchOptions(
+        watch_mod.ApplyOptions(
+            watch_mod.Hooks(exec_cmd, on_failure), not no_report, node, max_delete=max_delete
+        ),
+        random_delay=random_delay,
+        once=once,
+        wait=wait,
+    )
+    stopper = watch_mod.Stopper()
+    stopper.install()
+    pusher = None
+    try:
+        with open_run(out, **kw) as run:
+            run.stale = stale
+            if push_local:
+                pusher = _start_pusher(run, out)
+            code = watch_mod.watch(run, options, stopper, lambda a: _report_apply(out, a), out.warn)
+    finally:
+        if pusher is not None:
+            pusher.stop()
+        stopper.restore()
+    ctx.exit(code)
+
+
+def _start_pusher(run: sync.Run, out: Output) -> watch_mod.LocalPusher:
+    push_run = sync.Run(run.settings, watch_mod.client_for(run), lock_wait=run.lock_wait)
+
+    def push_once() -> None:
+        outcome = sync.push(push_run)
+        if outcome.actions:
+            _print_outcome(out, "push", outcome)
+
+    pusher = watch_mod.LocalPusher(run.settings.basepath, push_once, out.warn)
+    pusher.start()
+    return pusher
 
 
 def _finish(ctx: click.Context, out: Output, command: str, outcome: sync.Outcome) -> None:
+    _print_outcome(out, command, outcome)
+    ctx.exit(outcome.exit_code)
+
+
+def _print_outcome(out: Output, command: str, outcome: sync.Outcome) -> None:
     for warning in outcome.warnings:
         out.warn(warning)
     out.out(render.outcome_text(command, outcome))
     for path, why in outcome.skipped:
         click.echo(f"fileconsul: skipped {path!r}: {why}", err=True)
-    ctx.exit(outcome.exit_code)
 
 
 def main() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from fileconsul.fleet import FleetNode
 from fileconsul.plan import Action, Plan
 from fileconsul.sync import Outcome
 
@@ -57,4 +59,41 @@ def outcome_text(command: str, outcome: Outcome) -> str:
         noun = "change" if len(outcome.actions) == 1 else "changes"
         done = "pushed" if command == "push" else "pulled"
         lines.append(f"{len(outcome.actions)} {noun} {done} (revision {outcome.revision}).")
+    return "\n".join(lines)
+
+
+def fleet_json(prefix: str, revision: int, nodes: list[FleetNode]) -> dict[str, Any]:
+    return {
+        "prefix": prefix,
+        "revision": revision,
+        "all_current": bool(nodes) and all(n.state == "current" for n in nodes),
+        "nodes": [
+            {
+                "node": n.report.node,
+                "state": n.state,
+                "revision": n.report.revision,
+                "result": n.report.result,
+                "time": n.report.time,
+                "message": n.report.message,
+                "hook_exit": n.report.hook_exit,
+            }
+            for n in nodes
+        ],
+    }
+
+
+def fleet_text(revision: int, nodes: list[FleetNode]) -> str:
+    if not nodes:
+        return f"Revision {revision}; no node has reported yet."
+    lines = [f"Revision {revision}:"]
+    for n in nodes:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(n.report.time))
+        detail = f" ({n.report.message})" if n.report.message else ""
+        hook = f", hook exit {n.report.hook_exit}" if n.report.hook_exit else ""
+        lines.append(
+            f"    {n.state + ':':<{_WIDTH}} {n.report.node} at revision {n.report.revision}, "
+            f"{when}{hook}{detail}"
+        )
+    current = sum(1 for n in nodes if n.state == "current")
+    lines.append(f"{current} of {len(nodes)} nodes current.")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,8 +92,9 @@ def save(basepath: Path, record: Record) -> None:
 
 
 @contextlib.contextmanager
-def local_lock(basepath: Path) -> Iterator[None]:
-    """One fileconsul process at a time changes a basepath (a watch and a manual pull, say)."""
+def local_lock(basepath: Path, wait: float = 30.0) -> Iterator[None]:
+    """One fileconsul at a time changes a basepath (a watch and a manual pull, say): wait up
+    to `wait` seconds for the other to finish."""
     directory = internal_dir(basepath)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -100,12 +102,18 @@ def local_lock(basepath: Path) -> Iterator[None]:
     except OSError as exc:
         raise InvalidInput(f"cannot use {directory} ({exc.strerror}): check the basepath") from exc
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise ConflictError(
-                f"another fileconsul process is working in {basepath}; wait for it to finish"
-            ) from exc
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if time.monotonic() >= deadline:
+                    raise ConflictError(
+                        f"another fileconsul process is still working in {basepath}; "
+                        "retry when it has finished"
+                    ) from exc
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)

@@ -120,7 +120,7 @@ def status(run: Run) -> Status:
     scan = tree.scan(root, record.hash_cache)
     if record.exists and scan.hash_cache != record.hash_cache:
         # Like `git status` refreshing its index: only the hash cache moves, never the base.
-        with suppress(ConflictError), state.local_lock(root):
+        with suppress(ConflictError), state.local_lock(root, wait=0):
             record.hash_cache = scan.hash_cache
             state.save(root, record)
     tree_ = remote.read(run.client, run.prefix, lock_wait=run.lock_wait, stale=run.stale)
@@ -165,29 +165,38 @@ def push(
                 f"push refused: {path!r} cannot be a Consul key ({why}); nothing was pushed "
                 f"(rename it or add it to {tree.IGNORE_FILE})"
             )
+        tree_ = remote.read(run.client, run.prefix, lock_wait=run.lock_wait)
+        p, actions = _plan_push(scan, record, tree_, force, max_delete)
         if dry_run:
-            tree_ = remote.read(run.client, run.prefix, lock_wait=run.lock_wait)
-            p, actions = _plan_push(scan, record, tree_, force, max_delete)
             return Outcome(actions, tree_.committed_index, True, _warnings(scan, tree_))
-        limit = run.client.max_value_size()
-        for path, local in scan.files.items():
-            if local.info.size > limit:
-                raise InvalidInput(
-                    f"{path} is {local.info.size} bytes, over Consul's {limit}-byte value "
-                    f"limit; nothing was pushed (add it to {tree.IGNORE_FILE} or shrink it)"
+        revision = tree_.committed_index
+        if _needs_write(tree_, actions):
+            limit = run.client.max_value_size()
+            for action in actions:
+                if action.target is not None and action.target.size > limit:
+                    raise InvalidInput(
+                        f"{action.path} is {action.target.size} bytes, over Consul's {limit}-byte "
+                        f"value limit; nothing was pushed (add it to {tree.IGNORE_FILE} or "
+                        "shrink it)"
+                    )
+            with push_lock(run) as lease:
+                # Planned again under the lock: another push may have committed meanwhile.
+                tree_ = remote.read(
+                    run.client, run.prefix, lock_wait=run.lock_wait, session=lease.session
                 )
-        with push_lock(run) as lease:
-            tree_ = remote.read(
-                run.client, run.prefix, lock_wait=run.lock_wait, session=lease.session
-            )
-            p, actions = _plan_push(scan, record, tree_, force, max_delete)
-            revision = tree_.committed_index
-            if actions or tree_.adopt or (tree_.committed_index == 0 and tree_.files):
-                revision = _write(run, lease, tree_, actions, limit)
+                p, actions = _plan_push(scan, record, tree_, force, max_delete)
+                revision = tree_.committed_index
+                if _needs_write(tree_, actions):
+                    revision = _write(run, lease, tree_, actions, limit)
         _advance(record, p, actions, revision)
         record.hash_cache = scan.hash_cache
         state.save(root, record)
         return Outcome(actions, revision, False, _warnings(scan, tree_))
+
+
+def _needs_write(tree_: RemoteTree, actions: Sequence[Action]) -> bool:
+    """Changes to send, or a tree written by another tool to adopt."""
+    return bool(actions or tree_.adopt or (tree_.committed_index == 0 and tree_.files))
 
 
 def _plan_push(

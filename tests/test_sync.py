@@ -243,7 +243,11 @@ def test_more_than_63_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> 
     paths = [(m, p) for m, p, _ in transport.requests]
     acquire = paths.index(("PUT", f"/v1/kv/{node.prefix}.lock"))
     destroy = next(i for i, (m, p) in enumerate(paths) if p.startswith("/v1/session/destroy"))
-    txn_positions = [i for i, (m, p) in enumerate(paths) if p == "/v1/txn"]
+    txn_positions = [
+        i
+        for i, (_, path, body) in enumerate(transport.requests)
+        if path == "/v1/txn" and b'"set"' in body
+    ]
     writes = [t for t in transport.txns() if any(op["KV"]["Verb"] == "set" for op in t)]
     assert len(writes) >= 5
     assert all(len(t) <= 64 for t in writes)

@@ -1,0 +1,84 @@
+"""The fleet report: what each node last applied, kept outside `<prefix>/` so that writing it
+wakes no watcher and never looks like a file change."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+from fileconsul.consul import ConsulClient
+from fileconsul.keys import unsafe_reason
+from fileconsul.remote import manifest_key
+
+Result = Literal["ok", "conflict", "error"]
+NodeState = Literal["current", "lagging", "failed"]
+
+
+def nodes_prefix(prefix: str) -> str:
+    return f"{prefix}.nodes/"
+
+
+@dataclass(frozen=True)
+class Report:
+    node: str
+    revision: int
+    time: float
+    result: Result
+    message: str = ""
+    applied: int = 0
+    hook: str | None = None
+    hook_exit: int | None = None
+
+
+def node_name(client: ConsulClient, override: str | None = None) -> str:
+    """The agent's node name (needs agent:read), else this host's name."""
+    if override:
+        return override
+    info = client.agent_self() or {}
+    name = str((info.get("Config") or {}).get("NodeName") or socket.gethostname())
+    return name if unsafe_reason(name) is None else quote(name, safe="")
+
+
+def write(client: ConsulClient, prefix: str, report: Report) -> None:
+    body = json.dumps(asdict(report), separators=(",", ":")).encode()
+    client.put(nodes_prefix(prefix) + report.node, body)
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+@dataclass(frozen=True)
+class FleetNode:
+    report: Report
+    state: NodeState
+
+
+def read(client: ConsulClient, prefix: str) -> tuple[int, list[FleetNode]]:
+    """The current revision (the manifest's ModifyIndex) and each reporting node's state."""
+    manifest, _ = client.get(manifest_key(prefix))
+    revision = manifest.modify_index if manifest else 0
+    entries, _ = client.recurse(nodes_prefix(prefix))
+    nodes = []
+    for entry in entries:
+        report = _parse(entry.key[len(nodes_prefix(prefix)) :], entry.value)
+        if report.result != "ok":
+            state: NodeState = "failed"
+        elif report.revision >= revision:
+            state = "current"
+        else:
+            state = "lagging"
+        nodes.append(FleetNode(report, state))
+    return revision, sorted(nodes, key=lambda n: n.report.node)
+
+
+def _parse(node: str, value: bytes) -> Report:
+    try:
+        data: dict[str, Any] = json.loads(value)
+        return Report(**{k: data[k] for k in Report.__dataclass_fields__ if k in data})
+    except (ValueError, TypeError):
+        return Report(node, 0, 0.0, "error", "unreadable report")
