@@ -292,10 +292,11 @@ def pull(
     ctx.exit(code)
 
 
-def _report_apply(out: Output, applied: watch_mod.Applied) -> int:
-    """Print what an apply did; its exit code."""
-    if applied.outcome is not None:
-        _print_outcome(out, "pull", applied.outcome)
+def _report_apply(out: Output, applied: watch_mod.Applied, *, quiet_noop: bool = False) -> int:
+    """Print what an apply did (a watch stays silent when it did nothing); its exit code."""
+    outcome = applied.outcome
+    if outcome is not None and (outcome.actions or outcome.skipped or not quiet_noop):
+        _print_outcome(out, "pull", outcome)
     for note in applied.notes:
         out.warn(note)
     if applied.error is not None:
@@ -374,7 +375,9 @@ def watch(
             run.stale = stale
             if push_local:
                 pusher = _start_pusher(run, out)
-            code = watch_mod.watch(run, options, stopper, lambda a: _report_apply(out, a), out.warn)
+            code = watch_mod.watch(
+                run, options, stopper, lambda a: _report_apply(out, a, quiet_noop=True), out.warn
+            )
     finally:
         if pusher is not None:
             pusher.stop()

@@ -33,6 +33,15 @@ class Report:
     hook: str | None = None
     hook_exit: int | None = None
 
+    def same_state(self, other: Report) -> bool:
+        """Equal but for the time: rewriting it would only add Raft writes."""
+        return (self.revision, self.result, self.message, self.hook_exit) == (
+            other.revision,
+            other.result,
+            other.message,
+            other.hook_exit,
+        )
+
 
 def node_name(client: ConsulClient, override: str | None = None) -> str:
     """The agent's node name (needs agent:read), else this host's name."""
@@ -74,6 +83,11 @@ def read(client: ConsulClient, prefix: str) -> tuple[int, list[FleetNode]]:
             state = "lagging"
         nodes.append(FleetNode(report, state))
     return revision, sorted(nodes, key=lambda n: n.report.node)
+
+
+def read_one(client: ConsulClient, prefix: str, node: str) -> Report | None:
+    entry, _ = client.get(nodes_prefix(prefix) + node)
+    return None if entry is None else _parse(node, entry.value)
 
 
 def _parse(node: str, value: bytes) -> Report:

@@ -159,7 +159,9 @@ def _report(run: sync.Run, options: ApplyOptions, applied: Applied) -> None:
             hook=options.hooks.exec_cmd,
             hook_exit=applied.hook_exit,
         )
-        fleet.write(run.client, run.prefix, report)
+        previous = fleet.read_one(run.client, run.prefix, report.node)
+        if report.applied or previous is None or not previous.same_state(report):
+            fleet.write(run.client, run.prefix, report)
     except FileconsulError as exc:
         applied.notes.append(f"fleet report not written ({exc})")
 
@@ -342,6 +344,7 @@ class LocalPusher:
 
     def start(self) -> None:
         self._observer.start()
+        self._changed.set()  # what changed before the watch started is pushed too
         self._thread.start()
 
     def stop(self) -> None:
