@@ -292,6 +292,9 @@ def watch(
                     stopper.sleep(max(0.0, last_wake + options.min_interval - time.monotonic()))
             except (ConsulUnavailable, PermissionDenied) as exc:
                 backoff = _back_off(backoff, options, stopper, log, exc)
+                # Anything may have happened meanwhile, the agent may even hold a new, empty
+                # store whose index is below ours: start over from a fresh index and apply.
+                index, pending = None, True
                 continue
             last_wake = time.monotonic()
             if options.random_delay > 0:
