@@ -236,3 +236,32 @@ def test_acl_token_from_consul_http_token_file(
     assert result.returncode == 0, result.stderr
     assert writer not in result.stdout + result.stderr
     assert KV(acl_agent.url, MASTER).files(prefix) == {"f": b"x"}
+
+
+def test_acl_minimal_puller_policy_pulls_and_reports(
+    acl_agent: Agent, make_node: Any, prefix: str
+) -> None:
+    writer = make_token(
+        acl_agent,
+        f'key_prefix "{prefix}" {{ policy = "write" }}\nsession_prefix "" {{ policy = "write" }}',
+    )
+    puller = make_token(
+        acl_agent,
+        f'key_prefix "{prefix}" {{ policy = "read" }}\n'
+        f'key_prefix "{prefix}.nodes/" {{ policy = "write" }}',
+    )
+    reader = make_token(acl_agent, f'key_prefix "{prefix}" {{ policy = "read" }}')
+    a = make_node("a", addr=acl_agent.addr, token=writer)
+    a.write("f", "x")
+    assert a.run("push").exit_code == 0
+    b = make_node("b", addr=acl_agent.addr, token=puller)
+    result = b.run("pull", "--node", "puller")
+    assert result.exit_code == 0, result.output
+    assert "fleet report not written" not in result.stderr
+    c = make_node("c", addr=acl_agent.addr, token=reader)
+    result = c.run("pull", "--node", "reader")
+    assert result.exit_code == 0
+    assert "fleet report not written" in result.stderr
+    report = a.run("status", "--fleet", "--json")
+    assert '"puller"' in report.stdout
+    assert '"reader"' not in report.stdout
