@@ -1,0 +1,335 @@
+"""fileconsul's benchmark: fileconsul beside Consul's own CLI and a plain-httpx floor, same
+agent, same tree, same run. Every figure is also a ratio to its baseline, since absolute
+times drift on a noisy machine while ratios hold.
+
+    scripts/bench                       # 100, 1,000 and 10,000 files, 5 runs each
+    scripts/bench --sizes 100 --runs 1  # the CI smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import xxhash
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.consul_agent import Agent, consul_binary  # noqa: E402
+
+FILE_SIZE = 4096
+
+
+@dataclass
+class Measure:
+    seconds: float
+    received: int = 0
+    rss_kib: int = 0
+
+
+@dataclass
+class Case:
+    name: str
+    runs: list[Measure] = field(default_factory=list)
+
+    def median(self) -> Measure:
+        return Measure(
+            statistics.median(m.seconds for m in self.runs),
+            int(statistics.median(m.received for m in self.runs)),
+            max(m.rss_kib for m in self.runs),
+        )
+
+
+def make_tree(root: Path, count: int) -> int:
+    """`count` files of 4 KiB random bytes, spread over three levels of ten directories."""
+    for i in range(count):
+        path = root / f"a{i % 10}" / f"b{i // 10 % 10}" / f"c{i // 100 % 10}" / f"f{i:05}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(FILE_SIZE))
+    return count * FILE_SIZE
+
+
+def tree_items(root: Path) -> list[tuple[str, bytes]]:
+    return sorted(
+        (p.relative_to(root).as_posix(), p.read_bytes())
+        for p in root.rglob("*")
+        if p.is_file() and ".fileconsul" not in p.parts
+    )
+
+
+class Bench:
+    def __init__(self, agent: Agent, consul: str, work: Path) -> None:
+        self.agent = agent
+        self.consul = consul
+        self.work = work
+        self.http = httpx.Client(base_url=agent.url, timeout=120)
+        self.counter = 0
+
+    def prefix(self) -> str:
+        self.counter += 1
+        return f"bench{self.counter}"
+
+    def fileconsul(self, command: str, prefix: str, basepath: Path, *extra: str) -> Measure:
+        args = [sys.executable, "-m", "fileconsul", command, "-v", "--addr", self.agent.addr]
+        args += ["--prefix", prefix, "--basepath", str(basepath)]
+        if command == "pull":
+            args.append("--no-report")
+        return self.timed(args + list(extra), allowed=(0, 1))
+
+    def timed(self, args: list[str], allowed: tuple[int, ...] = (0,)) -> Measure:
+        """Run a command; its wall time, bytes received (from -v) and peak RSS."""
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(args, stdout=out, stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            err.seek(0)
+            errors = err.read().decode(errors="replace")
+        if proc.returncode not in allowed:
+            raise RuntimeError(f"{args[:5]} exited {proc.returncode}: {errors[-800:]}")
+        received = 0
+        for line in errors.splitlines():
+            if "bytes received" in line:
+                received = int(line.split(",")[1].split()[0])
+        return Measure(seconds, received, usage.ru_maxrss)
+
+    # -- baselines -------------------------------------------------------------------------
+
+    def kv_import(self, prefix: str, items: list[tuple[str, bytes]]) -> Measure:
+        body = [
+            {"key": f"{prefix}/{rel}", "flags": 0, "value": base64.b64encode(data).decode()}
+            for rel, data in items
+        ]
+        path = self.work / "import.json"
+        path.write_text(json.dumps(body))
+        return self.timed(
+            [self.consul, "kv", "import", f"-http-addr={self.agent.addr}", f"@{path}"]
+        )
+
+    def kv_export(self, prefix: str) -> Measure:
+        return self.timed(
+            [self.consul, "kv", "export", f"-http-addr={self.agent.addr}", f"{prefix}/"]
+        )
+
+    def floor_write(self, prefix: str, items: list[tuple[str, bytes]]) -> Measure:
+        ops = [
+            {
+                "KV": {
+                    "Verb": "set",
+                    "Key": f"{prefix}/{rel}",
+                    "Value": base64.b64encode(data).decode(),
+                    "Flags": xxhash.xxh3_64_intdigest(data),
+                }
+            }
+            for rel, data in items
+        ]
+        start = time.perf_counter()
+        for i in range(0, len(ops), 64):
+            self.http.put("/v1/txn", json=ops[i : i + 64]).raise_for_status()
+        return Measure(time.perf_counter() - start)
+
+    def floor_read(self, prefix: str, keys: list[str]) -> Measure:
+        start = time.perf_counter()
+        response = self.http.get(f"/v1/kv/{prefix}/", params={"recurse": ""})
+        values = [base64.b64decode(e["Value"]) for e in response.json()]
+        recurse = time.perf_counter() - start
+        start = time.perf_counter()
+        for i in range(0, len(keys), 64):
+            ops = [{"KV": {"Verb": "get", "Key": k}} for k in keys[i : i + 64]]
+            result = self.http.put("/v1/txn", json=ops).json()
+            values = [base64.b64decode(r["KV"]["Value"]) for r in result["Results"]]
+        txns = time.perf_counter() - start
+        del values
+        return Measure(min(recurse, txns))
+
+
+def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix=f"size{count}-", dir=bench.work))
+    src = work / "src"
+    tree_bytes = make_tree(src, count)
+    items = tree_items(src)
+    cases: dict[str, Case] = {}
+
+    def record(name: str, fn: Callable[[], Measure]) -> None:
+        case = cases.setdefault(name, Case(name))
+        case.runs.append(fn())
+
+    for _ in range(runs):
+        shutil.rmtree(src / ".fileconsul", ignore_errors=True)
+        record("first push", lambda: bench.fileconsul("push", bench.prefix(), src))
+        record("consul kv import", lambda: bench.kv_import(bench.prefix(), items))
+        record("floor: txn writes", lambda: bench.floor_write(bench.prefix(), items))
+    prefix = f"bench{bench.counter - 2}"  # the last fileconsul push
+    keys = [f"{prefix}/{rel}" for rel, _ in items]
+    bench.fileconsul("status", prefix, src)  # caches the hashes of files written just now
+    for _ in range(runs):
+        record("status, no change", lambda: bench.fileconsul("status", prefix, src))
+    changed = src / items[0][0]
+    original = changed.read_bytes()
+    changed.write_bytes(os.urandom(FILE_SIZE))
+    for _ in range(runs):
+        record("status, one changed", lambda: bench.fileconsul("status", prefix, src))
+    changed.write_bytes(original)
+    bench.fileconsul("status", prefix, src)
+    for i in range(runs):
+        empty = work / f"empty{i}"
+        empty.mkdir()
+        record("pull into empty dir", lambda: bench.fileconsul("pull", prefix, empty))
+        record("consul kv export", lambda: bench.kv_export(prefix))
+        record("floor: reads", lambda: bench.floor_read(prefix, keys))
+    node_b = work / "empty0"
+    for i in range(runs):
+        target = src / items[i + 1][0]
+        target.write_bytes(os.urandom(FILE_SIZE))
+        bench.fileconsul("push", prefix, src)
+        record("pull one changed", lambda: bench.fileconsul("pull", prefix, node_b))
+    for i in range(runs):
+        target = src / items[i + 1][0]
+        target.write_bytes(os.urandom(FILE_SIZE))
+        record("push one changed", lambda: bench.fileconsul("push", prefix, src))
+    medians = {name: case.median() for name, case in cases.items()}
+    result = {
+        "files": count,
+        "tree_bytes": tree_bytes,
+        "cases": {
+            name: {
+                "seconds": round(m.seconds, 4),
+                "ms_per_file": round(1000 * m.seconds / count, 4),
+                "received_bytes": m.received,
+                "peak_rss_mb": round(m.rss_kib / 1024, 1),
+            }
+            for name, m in medians.items()
+        },
+    }
+    s = {name: m.seconds for name, m in medians.items()}
+    result["ratios"] = {
+        "first push / consul kv import": round(s["first push"] / s["consul kv import"], 3),
+        "first push / floor writes": round(s["first push"] / s["floor: txn writes"], 3),
+        "pull into empty / floor reads": round(s["pull into empty dir"] / s["floor: reads"], 3),
+        "pull into empty / consul kv export": round(
+            s["pull into empty dir"] / s["consul kv export"], 3
+        ),
+        "status bytes received / tree bytes": round(
+            medians["status, no change"].received / tree_bytes, 5
+        ),
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
+    """Time from a push's commit to the file on disk in a second node under `watch`."""
+    from fileconsul import config, sync
+    from fileconsul.consul import ConsulClient
+
+    work = Path(tempfile.mkdtemp(prefix="watch-", dir=bench.work))
+    a, b = work / "a", work / "b"
+    a.mkdir()
+    b.mkdir()
+    prefix = bench.prefix()
+    (a / "seed").write_text("seed")
+    settings = config.settings(addr=bench.agent.addr, prefix=prefix, basepath=a, env={})
+    run = sync.Run(settings, ConsulClient(settings.consul))
+    sync.push(run)
+    args = [sys.executable, "-m", "fileconsul", "watch", "--addr", bench.agent.addr]
+    args += ["--prefix", prefix, "--basepath", str(b), "--no-report", "-q"]
+    watcher = subprocess.Popen(args)
+    latencies = []
+    try:
+        _wait_for(lambda: (b / "seed").exists(), 30)
+        target = b / "f"
+        for i in range(pushes):
+            content = f"push {i}\n".encode()
+            (a / "f").write_bytes(content)
+            sync.push(run)
+            committed = time.perf_counter()
+            _wait_for(lambda: target.exists() and target.read_bytes() == content, 30)
+            latencies.append(time.perf_counter() - committed)
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=30)
+        run.client.close()
+        shutil.rmtree(work, ignore_errors=True)
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))]
+    return {
+        "pushes": pushes,
+        "p50_ms": round(1000 * statistics.median(latencies), 1),
+        "p99_ms": round(1000 * p99, 1),
+    }
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out")
+        time.sleep(0.001)
+
+
+def table(results: list[dict[str, Any]], watch: dict[str, Any]) -> str:
+    lines = []
+    for res in results:
+        lines.append(f"\n{res['files']} files ({res['tree_bytes'] // 1024} KiB)")
+        lines.append(f"  {'case':<24} {'seconds':>9} {'ms/file':>9} {'received':>12} {'RSS MB':>8}")
+        for name, c in res["cases"].items():
+            lines.append(
+                f"  {name:<24} {c['seconds']:>9.3f} {c['ms_per_file']:>9.3f} "
+                f"{c['received_bytes']:>12} {c['peak_rss_mb']:>8}"
+            )
+        for name, ratio in res["ratios"].items():
+            lines.append(f"  ratio {name:<40} {ratio:>8}")
+    lines.append(
+        f"\nwatch propagation over {watch['pushes']} pushes: p50 {watch['p50_ms']} ms, "
+        f"p99 {watch['p99_ms']} ms"
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--watch-pushes", type=int, default=50)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    opts = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="fileconsul-bench-"))
+    agent = Agent(consul_binary()).start()
+    try:
+        consul = consul_binary()
+        bench = Bench(agent, consul, work)
+        version = subprocess.run([consul, "version"], capture_output=True, text=True).stdout
+        results = [run_size(bench, int(n), opts.runs) for n in opts.sizes.split(",")]
+        watch = watch_latency(bench, opts.watch_pushes)
+        bench.http.close()
+    finally:
+        agent.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    report = {
+        "consul": version.splitlines()[0],
+        "runs": opts.runs,
+        "sizes": results,
+        "watch": watch,
+    }
+    print(table(results, watch))
+    if opts.json:
+        opts.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
