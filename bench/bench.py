@@ -76,7 +76,10 @@ class Bench:
         self.agent = agent
         self.consul = consul
         self.work = work
-        self.http = httpx.Client(base_url=agent.url, timeout=120)
+        # The floor at its best: values are incompressible, so no gzip.
+        self.http = httpx.Client(
+            base_url=agent.url, timeout=120, headers={"Accept-Encoding": "identity"}
+        )
         self.counter = 0
 
     def prefix(self) -> str:
@@ -189,7 +192,7 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
     for i in range(runs):
         empty = work / f"empty{i}"
         empty.mkdir()
-        record("pull into empty dir", lambda: bench.fileconsul("pull", prefix, empty))
+        record("pull into empty dir", lambda e=empty: bench.fileconsul("pull", prefix, e))
         record("consul kv export", lambda: bench.kv_export(prefix))
         record("floor: reads", lambda: bench.floor_read(prefix, keys))
     node_b = work / "empty0"
@@ -258,7 +261,7 @@ def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
             (a / "f").write_bytes(content)
             sync.push(run)
             committed = time.perf_counter()
-            _wait_for(lambda: target.exists() and target.read_bytes() == content, 30)
+            _wait_for(lambda c=content: target.exists() and target.read_bytes() == c, 30)
             latencies.append(time.perf_counter() - committed)
     finally:
         watcher.terminate()
@@ -266,7 +269,7 @@ def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
         run.client.close()
         shutil.rmtree(work, ignore_errors=True)
     latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))]
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
     return {
         "pushes": pushes,
         "p50_ms": round(1000 * statistics.median(latencies), 1),

@@ -15,7 +15,7 @@ from fileconsul import __version__, config, render, sync
 from fileconsul import fleet as fleet_mod
 from fileconsul import watch as watch_mod
 from fileconsul.consul import ConsulClient
-from fileconsul.errors import EXIT_CHANGES, FileconsulError, Interrupted
+from fileconsul.errors import EXIT_CHANGES, EXIT_INTERNAL, FileconsulError, Interrupted
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +32,15 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("fileconsul: interrupted", err=True)
             ctx.exit(Interrupted.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            click.echo(
+                f"fileconsul: internal error ({exc.__class__.__name__}: {exc}); this is a bug, "
+                "please report it with the command line that caused it",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
 
 
 def connection_options(func: F) -> F:

@@ -91,10 +91,11 @@ def kv_check_not_exists(key: str) -> Op:
     return {"KV": {"Verb": "check-not-exists", "Key": key}}
 
 
-def op_size(op: Op) -> int:
-    """Bytes this operation adds to a txn body (an estimate that never undercounts by much)."""
-    kv = op["KV"]
-    return len(kv.get("Value") or "") + len(kv["Key"].encode()) * 2 + 96
+def encode_txn(ops: Sequence[Op]) -> bytes:
+    """A transaction's JSON body."""
+    if len(ops) > TXN_MAX_OPS:
+        raise ValueError(f"a transaction holds at most {TXN_MAX_OPS} operations")
+    return json.dumps(list(ops), separators=(",", ":")).encode()
 
 
 def _b64(value: bytes) -> str:
@@ -171,8 +172,13 @@ class ConsulClient:
         content: bytes | None = None,
         timeout: float | None = None,
         allow: Sequence[int] = (),
+        gzip: bool = True,
     ) -> httpx.Response:
-        """Send one request; statuses in `allow` are returned, other failures raised."""
+        """Send one request; statuses in `allow` are returned, other failures raised.
+
+        `gzip=False` for responses of file values: they are mostly incompressible, and
+        Consul's gzip then costs more time than it saves bytes (it halved txn reads here).
+        """
         extensions = {}
         if self.settings.tls_server_name:
             extensions["sni_hostname"] = self.settings.tls_server_name
@@ -184,6 +190,7 @@ class ConsulClient:
                 content=content,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 extensions=extensions,
+                headers=None if gzip else {"Accept-Encoding": "identity"},
             )
         except httpx.TimeoutException as exc:
             raise ConsulUnavailable(
@@ -339,12 +346,11 @@ class ConsulClient:
         response = self.request("DELETE", self.kv_path(key), params={"cas": cas})
         return bool(response.json())
 
-    def txn(self, ops: Sequence[Op]) -> list[dict[str, Any]]:
-        """Run one transaction; its results, or TxnFailed when Consul rolled it back."""
-        if len(ops) > TXN_MAX_OPS:
-            raise ValueError(f"a transaction holds at most {TXN_MAX_OPS} operations")
-        body = json.dumps(list(ops), separators=(",", ":")).encode()
-        response = self.request("PUT", "/v1/txn", params=None, content=body, allow=(409,))
+    def txn(self, ops: Sequence[Op] | bytes) -> list[dict[str, Any]]:
+        """Run one transaction (its operations, or their `encode_txn` body); its results, or
+        TxnFailed when Consul rolled it back."""
+        body = ops if isinstance(ops, bytes) else encode_txn(ops)
+        response = self.request("PUT", "/v1/txn", content=body, allow=(409,), gzip=False)
         data = response.json() if response.content else {}
         if response.status_code == 409:
             errors = data.get("Errors") or []

@@ -48,3 +48,7 @@ class IntegrityError(FileconsulError):
 
 class Interrupted(FileconsulError):
     exit_code = 130
+
+
+#: An unexpected exception: a bug in fileconsul (sysexits' EX_SOFTWARE).
+EXIT_INTERNAL = 70

@@ -6,7 +6,8 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from fileconsul.consul import (
     KVEntry,
     Op,
     TxnFailed,
+    encode_txn,
     kv_cas,
     kv_delete,
     kv_get,
@@ -38,6 +40,8 @@ from fileconsul.remote import RemoteTree, lock_key, manifest_key
 LOCK_TTL = 30
 #: Bytes of values read per transaction during a pull.
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
+#: Bytes of file contents a push keeps from its scan instead of reading the files again.
+KEEP_BYTES = 64 * 1024 * 1024
 Progress = Callable[[int], None]
 
 
@@ -158,7 +162,7 @@ def push(
     root = run.settings.basepath
     with state.local_lock(root):
         record = state.load(root, run.prefix)
-        scan = tree.scan(root, record.hash_cache)
+        scan = tree.scan(root, record.hash_cache, keep_bytes=KEEP_BYTES)
         if scan.unsafe:
             path, why = scan.unsafe[0]
             raise InvalidInput(
@@ -187,7 +191,7 @@ def push(
                 p, actions = _plan_push(scan, record, tree_, force, max_delete)
                 revision = tree_.committed_index
                 if _needs_write(tree_, actions):
-                    revision = _write(run, lease, tree_, actions, limit)
+                    revision = _write(run, lease, tree_, actions, limit, scan.contents)
         _advance(record, p, actions, revision)
         record.hash_cache = scan.hash_cache
         state.save(root, record)
@@ -248,11 +252,16 @@ class _Write:
 
 
 def _write(
-    run: Run, lease: _Lease, tree_: RemoteTree, actions: Sequence[Action], limit: int
+    run: Run,
+    lease: _Lease,
+    tree_: RemoteTree,
+    actions: Sequence[Action],
+    limit: int,
+    contents: Mapping[str, bytes],
 ) -> int:
     """Write the actions and commit the manifest; returns the new manifest's ModifyIndex."""
     changed = {a.path for a in actions}
-    writes = [_Write(a.path, a.target) for a in actions] + [
+    writes = [_Write(a.path, a.target, contents.get(a.path)) for a in actions] + [
         _Write(path, tree_.files[path], tree_.values[path])
         for path in sorted(tree_.adopt - changed)
         if path in tree_.values
@@ -279,10 +288,20 @@ def _write(
         # uncommitted to readers until the final manifest lands.
         index = _commit_manifest(run, encode(tree_.files, max_size=limit), index)
     check = {"KV": {"Verb": "check-index", "Key": manifest_key(run.prefix), "Index": index}}
-    for batch in batches:
-        lease.keep()
-        _commit(run, [check, *(_op(run, w, limit) for w in batch)])
-        run.tick(len(batch))
+
+    def encode_ops(batch: list[_Write]) -> bytes:
+        return encode_txn([check, *(_op(run, w, limit) for w in batch)])
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-ops") as pool:
+        # The next batch is read and encoded while Consul applies this one.
+        ahead = [pool.submit(encode_ops, batch) for batch in batches[:1]]
+        for i, batch in enumerate(batches):
+            if i + 1 < len(batches):
+                ahead.append(pool.submit(encode_ops, batches[i + 1]))
+            body = ahead[i].result()
+            lease.keep()
+            _commit(run, body)
+            run.tick(len(batch))
     for write in large:
         lease.keep()
         assert write.target is not None
@@ -335,7 +354,7 @@ def _manifest_op(run: Run, manifest: bytes, index: int) -> Op:
     return kv_cas(manifest_key(run.prefix), manifest, flags, index)
 
 
-def _commit(run: Run, ops: list[Op]) -> int:
+def _commit(run: Run, ops: list[Op] | bytes) -> int:
     """Run a write transaction; the ModifyIndex it committed at."""
     try:
         results = run.client.txn(ops)
@@ -419,6 +438,7 @@ def _apply(
                         f"{action.path} changed locally during the pull; nothing was changed "
                         "(run pull again)"
                     )
+            writer.durable(staged)
         except BaseException:
             for item in staged:
                 writer.discard(item)
@@ -434,21 +454,38 @@ def _apply(
 
 
 def _fetch(run: Run, tree_: RemoteTree, actions: list[Action]) -> Iterator[tuple[Action, bytes]]:
-    """Each action's value, verified against its hash; read in batched transactions."""
-    batch: list[Action] = []
-    size = 0
+    """Each action's value, verified against its hash. Values are read in batched
+    transactions, the next batch on the network while this one is written to disk."""
     for action in actions:
         if action.path in tree_.values:
             yield action, tree_.values[action.path]
-            continue
+    batches = _fetch_batches([a for a in actions if a.path not in tree_.values])
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-fetch") as pool:
+        ahead: Future[list[tuple[Action, bytes]]] | None = None
+        for batch in batches:
+            future = pool.submit(_fetch_batch, run, batch)
+            if ahead is not None:
+                yield from ahead.result()
+            ahead = future
+        if ahead is not None:
+            yield from ahead.result()
+
+
+def _fetch_batches(actions: list[Action]) -> list[list[Action]]:
+    batches: list[list[Action]] = []
+    size = 0
+    for action in actions:
         assert action.target is not None
-        if batch and (len(batch) >= TXN_MAX_OPS or size + action.target.size > FETCH_BATCH_BYTES):
-            yield from _fetch_batch(run, batch)
-            batch, size = [], 0
-        batch.append(action)
+        if (
+            not batches
+            or len(batches[-1]) >= TXN_MAX_OPS
+            or (size + action.target.size > FETCH_BATCH_BYTES)
+        ):
+            batches.append([])
+            size = 0
+        batches[-1].append(action)
         size += action.target.size
-    if batch:
-        yield from _fetch_batch(run, batch)
+    return batches
 
 
 def _fetch_batch(run: Run, batch: list[Action]) -> list[tuple[Action, bytes]]:

@@ -11,7 +11,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,8 @@ class Scan:
     unsafe: list[tuple[str, str]] = field(default_factory=list)
     hash_cache: dict[str, tuple[StatKey, str]] = field(default_factory=dict)
     bytes_hashed: int = 0
+    #: Bytes of files read while hashing (up to scan's keep_bytes), by path.
+    contents: dict[str, bytes] = field(default_factory=dict)
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -68,7 +70,8 @@ def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
-def _hash_file(path: Path) -> tuple[str, int]:
+def _hash_file(path: str | Path, keep: list[bytes] | None = None) -> tuple[str, int]:
+    """The file's hash and size; its bytes are also appended to `keep` when given."""
     hasher = xxhash.xxh3_64()
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
@@ -76,16 +79,22 @@ def _hash_file(path: Path) -> tuple[str, int]:
         while chunk := os.read(fd, _CHUNK):
             hasher.update(chunk)
             total += len(chunk)
+            if keep is not None:
+                keep.append(chunk)
     finally:
         os.close(fd)
     return hasher.hexdigest(), total
 
 
-def _hash_stable(path: Path, rel: str, st: os.stat_result) -> tuple[os.stat_result, str]:
+def _hash_stable(
+    path: str, rel: str, st: os.stat_result, keep: list[bytes] | None
+) -> tuple[os.stat_result, str]:
     """Hash a file, re-reading it while it changes under us (a few times at most)."""
     for _ in range(3):
+        if keep is not None:
+            keep.clear()
         try:
-            digest, size = _hash_file(path)
+            digest, size = _hash_file(path, keep)
             after = os.stat(path, follow_symlinks=False)
         except OSError as exc:
             raise InvalidInput(
@@ -98,8 +107,14 @@ def _hash_stable(path: Path, rel: str, st: os.stat_result) -> tuple[os.stat_resu
     raise InvalidInput(f"{rel} keeps changing while it is read; retry when it is quiet")
 
 
-def scan(root: Path, cache: Mapping[str, tuple[StatKey, str]] | None = None) -> Scan:
-    """Every regular file under `root` that is not ignored, with its hash, size and mode."""
+def scan(
+    root: Path, cache: Mapping[str, tuple[StatKey, str]] | None = None, *, keep_bytes: int = 0
+) -> Scan:
+    """Every regular file under `root` that is not ignored, with its hash, size and mode.
+
+    Up to `keep_bytes` of the files it had to read are kept in `contents`, so that a push
+    does not read them twice.
+    """
     cache = cache or {}
     spec = _ignore_spec(root)
     result = Scan()
@@ -114,9 +129,13 @@ def scan(root: Path, cache: Mapping[str, tuple[StatKey, str]] | None = None) -> 
         if cached is not None and cached[0] == key:
             digest = cached[1]
         else:
-            st, digest = _hash_stable(Path(entry.path), rel, st)
+            keep: list[bytes] | None = [] if st.st_size <= keep_bytes else None
+            st, digest = _hash_stable(entry.path, rel, st, keep)
             key = stat_key(st)
             result.bytes_hashed += st.st_size
+            if keep is not None:
+                result.contents[rel] = b"".join(keep)
+                keep_bytes -= st.st_size
         if now_ns - st.st_mtime_ns > _RACY_NS:
             result.hash_cache[rel] = (key, digest)
         result.files[rel] = LocalFile(FileInfo(digest, st.st_size, file_mode(st)), key)
@@ -247,7 +266,8 @@ class TreeWriter:
         return stat_key(st)
 
     def stage(self, rel: str, data: bytes, mode: int) -> Staged:
-        """Write `data` to a fsynced temporary file beside `rel`, ready to be renamed in."""
+        """Write `data` to a temporary file beside `rel`, to be made durable with `durable`
+        and then renamed in."""
         parent_rel, _, name = rel.rpartition("/")
         parent = self._dir(parent_rel, create=True)
         assert parent is not None
@@ -264,7 +284,6 @@ class TreeWriter:
                 written = os.write(fd, view)
                 view = view[written:]
             os.fchmod(fd, mode & 0o777)
-            os.fsync(fd)
         except BaseException:
             os.close(fd)
             with suppress(OSError):
@@ -272,6 +291,23 @@ class TreeWriter:
             raise
         os.close(fd)
         return Staged(rel, parent, tmp_name, name)
+
+    def durable(self, staged: list[Staged]) -> None:
+        """Get every staged file's bytes to disk before any is renamed in: one syncfs(2) of
+        the basepath's file system where Linux offers it (one journal commit instead of one
+        per file), else an fsync of each file."""
+        if not staged:
+            return
+        root = self._dir("", create=False)
+        syncfs = _syncfs()
+        if root is not None and syncfs is not None and syncfs(root) == 0:
+            return
+        for item in staged:
+            fd = os.open(item.tmp_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=item.dir_fd)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def commit(self, staged: Staged) -> None:
         os.rename(staged.tmp_name, staged.name, src_dir_fd=staged.dir_fd, dst_dir_fd=staged.dir_fd)
@@ -306,3 +342,16 @@ class TreeWriter:
     def sync_dirs(self) -> None:
         for fd in self._dirs.values():
             os.fsync(fd)
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """libc's syncfs, or None where there is none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        function: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return function

@@ -265,3 +265,18 @@ def test_acl_minimal_puller_policy_pulls_and_reports(
     report = a.run("status", "--fleet", "--json")
     assert '"puller"' in report.stdout
     assert '"reader"' not in report.stdout
+
+
+def test_exit_70_and_one_line_on_an_internal_error(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fileconsul import sync
+
+    def broken(run: Any) -> Any:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(sync, "status", broken)
+    result = node.run("status")
+    assert result.exit_code == 70
+    assert result.stderr.startswith("fileconsul: internal error (RuntimeError: simulated bug)")
+    assert "Traceback" not in result.output

@@ -207,7 +207,7 @@ def test_a_push_planned_on_an_old_manifest_loses_its_check_and_set(make_node: An
         sync.push_lock(run) as lease,
         pytest.raises(ConflictError, match="another push committed first"),
     ):
-        sync._write(run, lease, stale, [action], 512 * 1024)
+        sync._write(run, lease, stale, [action], 512 * 1024, {})
     run.client.close()
     assert kv.tree(a.prefix) == before
 
