@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import click
@@ -18,6 +18,8 @@ from fileconsul.consul import ConsulClient
 from fileconsul.errors import EXIT_CHANGES, EXIT_INTERNAL, FileconsulError, Interrupted
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Pushes and pulls of fewer files finish before a bar would be worth drawing.
+PROGRESS_MIN = 100
 
 
 class Group(click.Group):
@@ -116,6 +118,41 @@ def change_options(func: F) -> F:
     return func
 
 
+def apply_options(func: F) -> F:
+    """What happens around an apply: hooks and the fleet report (pull and watch)."""
+    options = [
+        click.option(
+            "--exec",
+            "exec_cmd",
+            metavar="CMD",
+            help="Run CMD through the shell after changes were applied; the changed paths "
+            "are in $FILECONSUL_CHANGED and, as JSON, on its stdin.",
+        ),
+        click.option(
+            "--on-failure",
+            metavar="CMD",
+            help="Run CMD when applying or the --exec hook failed ($FILECONSUL_ERROR says why).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return report_options(func)
+
+
+def report_options(func: F) -> F:
+    """The fleet report (<prefix>.nodes/<node>) written after a pull, an apply or a push."""
+    func = click.option(
+        "--node",
+        metavar="NAME",
+        help="Node name in the fleet report [default: the agent's node name].",
+    )(func)
+    return click.option(
+        "--no-report",
+        is_flag=True,
+        help="Do not write this node's fleet report (<prefix>.nodes/<node>).",
+    )(func)
+
+
 class Output:
     def __init__(self, quiet: bool, verbose: bool) -> None:
         self.quiet, self.verbose = quiet, verbose
@@ -127,6 +164,17 @@ class Output:
     def warn(self, text: str) -> None:
         if not self.quiet:
             click.echo(f"fileconsul: warning: {text}", err=True)
+
+    @contextmanager
+    def _bar(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
+        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+            yield bar.update
+
+    def progress(self, label: str, total: int) -> AbstractContextManager[Callable[[int], None]]:
+        """A progress bar on a terminal for long pushes and pulls; nothing otherwise."""
+        if self.quiet or total < PROGRESS_MIN or not sys.stderr.isatty():
+            return nullcontext(lambda count: None)
+        return self._bar(label, total)
 
     def debug(self, text: str) -> None:
         if self.verbose:
@@ -149,7 +197,7 @@ def open_run(
     for warning in settings.warnings:
         out.warn(warning)
     with ConsulClient(settings.consul) as client:
-        yield sync.Run(settings, client, lock_wait=lock_wait)
+        yield sync.Run(settings, client, lock_wait=lock_wait, progress=out.progress)
         out.debug(f"{client.requests} requests, {client.bytes_received} bytes received")
 
 
@@ -200,6 +248,7 @@ def status(
 @cli.command()
 @connection_options
 @change_options
+@report_options
 @click.pass_context
 def push(
     ctx: click.Context,
@@ -209,44 +258,21 @@ def push(
     dry_run: bool,
     force: bool,
     max_delete: int | None,
+    no_report: bool,
+    node: str | None,
     **kw: Any,
 ) -> None:
-    """Send local changes to Consul as one commit."""
+    """Send local changes to Consul as one commit.
+
+    When nothing is left to pull afterwards, the node's fleet report says it holds the new
+    revision.
+    """
     out = Output(quiet, verbose)
     with open_run(out, **kw) as run:
         outcome = sync.push(run, force=force, dry_run=dry_run, max_delete=max_delete)
+        if not no_report:
+            outcome.warnings += watch_mod.report_push(run, node, outcome)
     _finish(ctx, out, "push", outcome)
-
-
-def apply_options(func: F) -> F:
-    """What happens around an apply: hooks and the fleet report (pull and watch)."""
-    options = [
-        click.option(
-            "--exec",
-            "exec_cmd",
-            metavar="CMD",
-            help="Run CMD through the shell after changes were applied; the changed paths "
-            "are in $FILECONSUL_CHANGED and, as JSON, on its stdin.",
-        ),
-        click.option(
-            "--on-failure",
-            metavar="CMD",
-            help="Run CMD when applying or the --exec hook failed ($FILECONSUL_ERROR says why).",
-        ),
-        click.option(
-            "--no-report",
-            is_flag=True,
-            help="Do not write this node's fleet report (<prefix>.nodes/<node>).",
-        ),
-        click.option(
-            "--node",
-            metavar="NAME",
-            help="Node name in the fleet report [default: the agent's node name].",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 @cli.command()

@@ -8,7 +8,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 
 from fileconsul import remote, state, tree
@@ -42,7 +42,8 @@ LOCK_TTL = 30
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
 #: Bytes of file contents a push keeps from its scan instead of reading the files again.
 KEEP_BYTES = 64 * 1024 * 1024
-Progress = Callable[[int], None]
+#: Makes a progress display for (label, total); yields the function that advances it.
+Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
 
 
 @dataclass
@@ -63,9 +64,24 @@ class Run:
     def root(self) -> os.PathLike[str]:
         return self.settings.basepath
 
+    _advance: Callable[[int], None] | None = None
+
     def tick(self, count: int = 1) -> None:
-        if self.progress is not None:
-            self.progress(count)
+        if self._advance is not None:
+            self._advance(count)
+
+    @contextmanager
+    def bar(self, label: str, total: int) -> Iterator[None]:
+        """Show progress (when the caller asked for it) while `total` items are handled."""
+        if self.progress is None:
+            yield
+            return
+        with self.progress(label, total) as advance:
+            self._advance = advance
+            try:
+                yield
+            finally:
+                self._advance = None
 
 
 @dataclass
@@ -96,6 +112,8 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     #: (path, reason) of paths left alone because they are unsafe; the command exits 5.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: After a push: remote changes still to pull (the tree is not all at `revision`).
+    pending: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -191,11 +209,14 @@ def push(
                 p, actions = _plan_push(scan, record, tree_, force, max_delete)
                 revision = tree_.committed_index
                 if _needs_write(tree_, actions):
-                    revision = _write(run, lease, tree_, actions, limit, scan.contents)
+                    with run.bar("pushing", len(actions) + len(tree_.adopt)):
+                        revision = _write(run, lease, tree_, actions, limit, scan.contents)
         _advance(record, p, actions, revision)
         record.hash_cache = scan.hash_cache
         state.save(root, record)
-        return Outcome(actions, revision, False, _warnings(scan, tree_))
+        outcome = Outcome(actions, revision, False, _warnings(scan, tree_))
+        outcome.pending = len(p.pull) + (0 if force else len(p.conflicts))
+        return outcome
 
 
 def _needs_write(tree_: RemoteTree, actions: Sequence[Action]) -> bool:
@@ -405,7 +426,8 @@ def pull(
         outcome.skipped += [(key, why) for key, why in tree_.unsafe]
         if dry_run:
             return outcome
-        applied = _apply(run, tree_, scan, actions, outcome)
+        with run.bar("pulling", len(actions)):
+            applied = _apply(run, tree_, scan, actions, outcome)
         outcome.actions = applied
         _advance(record, p, applied, tree_.committed_index)
         rewritten = {a.path for a in applied}
@@ -430,6 +452,7 @@ def _apply(
                     outcome.skipped.append((action.path, str(exc)))
                     continue
                 applied.append(action)
+                run.tick()
             applied += [a for a in actions if a.target is None]
             for action in applied:
                 expected = scan.files.get(action.path)
@@ -448,7 +471,6 @@ def _apply(
                 writer.delete(action.path)
         for item in staged:
             writer.commit(item)
-            run.tick()
         writer.sync_dirs()
     return sorted(applied, key=lambda a: a.path)
 

@@ -133,6 +133,16 @@ def apply_remote(
     return applied
 
 
+def report_push(run: sync.Run, node: str | None, outcome: sync.Outcome) -> list[str]:
+    """After a push that left nothing to pull, this node holds the revision it committed:
+    it reports so, as a pull would. Notes on what could not be done."""
+    if outcome.dry_run or outcome.pending:
+        return []
+    applied = Applied(outcome=sync.Outcome(revision=outcome.revision))
+    _report(run, ApplyOptions(node=node), applied)
+    return applied.notes
+
+
 def _report(run: sync.Run, options: ApplyOptions, applied: Applied) -> None:
     if isinstance(applied.error, ConflictError):
         result: fleet.Result = "conflict"

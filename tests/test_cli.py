@@ -280,3 +280,45 @@ def test_exit_70_and_one_line_on_an_internal_error(
     assert result.exit_code == 70
     assert result.stderr.startswith("fileconsul: internal error (RuntimeError: simulated bug)")
     assert "Traceback" not in result.output
+
+
+def run_on_a_terminal(args: list[str]) -> tuple[int, str]:
+    """Run fileconsul with stderr on a pseudo-terminal; its exit code and what it drew."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fileconsul", *args], stdout=subprocess.PIPE, stderr=follower
+    )
+    os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    proc.communicate(timeout=60)
+    os.close(leader)
+    return proc.returncode, drawn.decode(errors="replace")
+
+
+def test_long_pushes_and_pulls_show_a_progress_bar_only_on_a_terminal(make_node: Any) -> None:
+    a, b = make_node("a"), make_node("b")
+    for i in range(150):
+        a.write(f"d{i % 5}/f{i}", str(i))
+    base = ["--addr", a.addr, "--prefix", a.prefix]
+    code, drawn = run_on_a_terminal(["push", *base, "--basepath", str(a.root)])
+    assert code == 0
+    assert "pushing" in drawn
+    assert "100%" in drawn
+    code, drawn = run_on_a_terminal(["pull", *base, "--basepath", str(b.root), "--quiet"])
+    assert code == 0
+    assert drawn == ""
+    c = make_node("c")
+    result = c.run("pull")
+    assert result.exit_code == 0
+    assert "pulling" not in result.output
+    assert "%" not in result.output

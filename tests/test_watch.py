@@ -197,34 +197,45 @@ def test_the_watcher_survives_an_agent_restart_and_converges(
 def test_fleet_status_shows_a_lagging_node(make_node: Any) -> None:
     a, b, c = make_node("a"), make_node("b"), make_node("c")
     a.write("f", "1")
-    assert a.run("push").exit_code == 0
+    assert a.run("push", "--node", "node-a").exit_code == 0
     assert b.run("pull", "--node", "node-b").exit_code == 0
     assert c.run("pull", "--node", "node-c").exit_code == 0
     result = a.run("status", "--fleet", "--json")
     report = json.loads(result.stdout)
     assert result.exit_code == 0
     assert [(n["node"], n["state"]) for n in report["nodes"]] == [
+        ("node-a", "current"),
         ("node-b", "current"),
         ("node-c", "current"),
     ]
     a.write("f", "2")
-    assert a.run("push").exit_code == 0
+    assert a.run("push", "--node", "node-a").exit_code == 0
     assert b.run("pull", "--node", "node-b").exit_code == 0
     result = a.run("status", "--fleet")
     assert result.exit_code == 1
     assert "lagging:" in result.stdout
     assert "node-c" in result.stdout
-    assert "1 of 2 nodes current." in result.stdout
+    assert "2 of 3 nodes current." in result.stdout
     report = json.loads(a.run("status", "--fleet", "--json").stdout)
     states = {n["node"]: n["state"] for n in report["nodes"]}
-    assert states == {"node-b": "current", "node-c": "lagging"}
+    assert states == {"node-a": "current", "node-b": "current", "node-c": "lagging"}
     assert report["all_current"] is False
+
+
+def test_a_push_that_leaves_changes_to_pull_does_not_report_current(make_node: Any) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("f", "1")
+    assert a.run("push", "--no-report").exit_code == 0
+    b.write("g", "2")
+    assert b.run("push", "--node", "node-b").exit_code == 0
+    report = json.loads(a.run("status", "--fleet", "--json").stdout)
+    assert report["nodes"] == []
 
 
 def test_fleet_status_shows_a_failed_node(make_node: Any) -> None:
     a, b = make_node("a"), make_node("b")
     a.write("f", "1")
-    assert a.run("push").exit_code == 0
+    assert a.run("push", "--no-report").exit_code == 0
     b.write("f", "local")
     assert b.run("pull", "--node", "node-b").exit_code == 4
     report = json.loads(a.run("status", "--fleet", "--json").stdout)

@@ -1,0 +1,104 @@
+"""The docs and the package agree with the code: help texts, the README's command reference
+and exit-code table, the Dockerfile, the wheel, and the demo."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import click
+import pytest
+
+from fileconsul import errors
+from fileconsul.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    start = README.index(f"\n## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end != -1 else None]
+
+
+def commands() -> list[tuple[str, click.Command]]:
+    assert isinstance(cli, click.Group)
+    return sorted(cli.commands.items())
+
+
+@pytest.mark.parametrize(("name", "command"), commands())
+def test_every_command_and_option_has_help_and_is_in_the_reference(
+    name: str, command: click.Command
+) -> None:
+    reference = section("Command reference")
+    assert command.help, f"{name} has no help text"
+    assert f"### `fileconsul {name}`" in reference
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name == "help":
+            continue
+        assert param.help, f"{name} {param.opts} has no help text"
+        longest = max(param.opts, key=len)
+        assert f"`{longest}" in reference, f"{longest} of {name} is not in the reference"
+
+
+def exit_codes() -> set[int]:
+    codes = {errors.EXIT_OK, errors.EXIT_CHANGES, errors.EXIT_INTERNAL}
+    pending: list[type[errors.FileconsulError]] = [errors.FileconsulError]
+    while pending:
+        kind = pending.pop()
+        pending += kind.__subclasses__()
+        if kind is not errors.FileconsulError:
+            codes.add(kind.exit_code)
+    return codes
+
+
+def test_every_exit_code_is_in_the_table() -> None:
+    table = section("Exit codes")
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)}
+    assert documented == exit_codes()
+
+
+def test_the_dockerfile_passes_hadolint_and_installs_this_version() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run(
+        [hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert f"ARG VERSION={version}\n" in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_wheel_builds_with_the_console_script(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("fileconsul-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "fileconsul = fileconsul.cli:main" in archive.read(entry_points).decode()
+    assert "fileconsul/__main__.py" in names
+    assert "fileconsul/py.typed" in names
+
+
+def test_the_demo_replays_the_article_and_checks_every_step() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "demo" / "demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "The demo ran as expected." in result.stdout
+    assert "fileconsul status" in result.stdout
