@@ -23,7 +23,10 @@ sys.path.insert(0, str(ROOT))
 from tests.consul_agent import Agent, consul_binary  # noqa: E402
 
 SCRIPT = "#!/bin/sh\n# {name}: check that the service is up\nexec pgrep -x {name} >/dev/null\n"
-LOADAVG = "#!/bin/sh\n# loadavg: warn above 2, fail above 4\nawk '{exit ($1 > 4) ? 2 : ($1 > 2)}' /proc/loadavg\n"
+LOADAVG = (
+    "#!/bin/sh\n# loadavg: warn above 2, fail above 4\n"
+    "awk '{exit ($1 > 4) ? 2 : ($1 > 2)}' /proc/loadavg\n"
+)
 FILES = {
     "bin/ntp": SCRIPT.format(name="ntpd"),
     "bin/apache2": SCRIPT.format(name="apache2"),
