@@ -293,9 +293,11 @@ class ConsulClient:
         index: int | None = None,
         wait: float | None = None,
         stale: bool = False,
+        separator: str | None = None,
     ) -> tuple[list[str], int]:
-        """Every key under `prefix` (which ends in '/'), names only, and the listing's index."""
-        params = {"keys": "", **self._blocking(index, wait, stale)}
+        """Every key under `prefix` (which ends in '/'), names only, and the listing's index;
+        with `separator`, only the first level below it."""
+        params = {"keys": "", "separator": separator, **self._blocking(index, wait, stale)}
         response = self.request(
             "GET",
             self.kv_path(prefix, folder=True),

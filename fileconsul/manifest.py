@@ -95,8 +95,16 @@ def decode(value: bytes) -> dict[str, FileInfo]:
         sizes, modes = data["sizes"], data["modes"]
         if not (len(paths) == len(sizes) == len(modes) and len(hashes) == 16 * len(paths)):
             raise ValueError("columns of different lengths")
+        # Checked column by column: a per-entry check costs more than the rest of a status.
+        bytes.fromhex(hashes)
+        if not all(type(p) is str for p in paths):
+            raise ValueError("a path is not a string")
+        if not all(type(n) is int and n >= 0 for n in sizes):
+            raise ValueError("a size is not a whole number")
+        if not all(type(m) is int and 0 <= m <= 0o7777 for m in modes):
+            raise ValueError("a mode is out of range")
         return {
-            str(path): FileInfo.from_json([hashes[16 * i : 16 * i + 16], sizes[i], modes[i]])
+            path: FileInfo(hashes[16 * i : 16 * i + 16], sizes[i], modes[i])
             for i, path in enumerate(paths)
         }
     except (KeyError, TypeError) as exc:

@@ -46,6 +46,8 @@ class RemoteTree:
     uncommitted: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     fast: bool = False
+    #: The X-Consul-Index of the listing the fast path trusted (0 otherwise).
+    listing_index: int = 0
 
     def key(self, path: str) -> str:
         return f"{self.prefix}/{path}"
@@ -102,8 +104,18 @@ def read(
     if manifest is not None and index == tree.committed_index and paths == set(manifest):
         tree.files = manifest
         tree.fast = True
+        tree.listing_index = index
         return tree
     return read_values(client, prefix, lock_wait=lock_wait, session=session)
+
+
+def unchanged_since(client: ConsulClient, tree: RemoteTree) -> bool:
+    """Whether nothing under the prefix was written since `tree` was read on the fast path:
+    the index of a one-level listing is the highest anywhere below it, and cheap to get."""
+    if not tree.fast:
+        return False
+    _, index = client.keys(tree.prefix + "/", separator="/")
+    return index == tree.listing_index
 
 
 def read_values(

@@ -202,11 +202,12 @@ def push(
                         "shrink it)"
                     )
             with push_lock(run) as lease:
-                # Planned again under the lock: another push may have committed meanwhile.
-                tree_ = remote.read(
-                    run.client, run.prefix, lock_wait=run.lock_wait, session=lease.session
-                )
-                p, actions = _plan_push(scan, record, tree_, force, max_delete)
+                # Planned again under the lock if another push committed meanwhile.
+                if not remote.unchanged_since(run.client, tree_):
+                    tree_ = remote.read(
+                        run.client, run.prefix, lock_wait=run.lock_wait, session=lease.session
+                    )
+                    p, actions = _plan_push(scan, record, tree_, force, max_delete)
                 revision = tree_.committed_index
                 if _needs_write(tree_, actions):
                     with run.bar("pushing", len(actions) + len(tree_.adopt)):

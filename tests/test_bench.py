@@ -1,0 +1,56 @@
+"""The benchmark at its smallest size: a smoke check that it runs and reports every figure.
+Its numbers are not asserted here: timing belongs to the benchmark, not to the tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = {
+    "first push",
+    "consul kv import",
+    "floor: txn writes",
+    "status, no change",
+    "status, one changed",
+    "pull into empty dir",
+    "consul kv export",
+    "floor: reads",
+    "pull one changed",
+    "push one changed",
+}
+
+
+def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench.py"),
+            "--sizes",
+            "100",
+            "--runs",
+            "1",
+            "--watch-pushes",
+            "3",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (size,) = report["sizes"]
+    assert size["files"] == 100
+    assert set(size["cases"]) == CASES
+    assert all(case["seconds"] > 0 for case in size["cases"].values())
+    assert size["cases"]["pull into empty dir"]["received_bytes"] >= 100 * 4096
+    assert size["cases"]["status, no change"]["peak_rss_mb"] > 0
+    assert set(size["ratios"]) >= {"first push / consul kv import", "first push / floor writes"}
+    assert report["watch"]["pushes"] == 3
+    assert "first push" in result.stdout
