@@ -37,7 +37,7 @@ from fileconsul.plan import Action, Plan, check_deletes, plan
 from fileconsul.remote import RemoteTree, lock_key, manifest_key
 
 #: A push session outlives a stalled pusher by at most this long.
-LOCK_TTL = 30
+LOCK_TTL = 15
 #: Bytes of values read per transaction during a pull.
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
 #: Bytes of file contents a push keeps from its scan instead of reading the files again.
@@ -442,6 +442,9 @@ def _apply(
 ) -> list[Action]:
     """Stage every new file (verified) beside its place, then rename them all in."""
     with tree.TreeWriter(run.settings.basepath) as writer:
+        # Under the local lock no other fileconsul writes here: these are a killed pull's.
+        for rel in scan.leftovers:
+            writer.remove_leftover(rel)
         staged: list[tree.Staged] = []
         applied: list[Action] = []
         try:
@@ -452,6 +455,11 @@ def _apply(
                 except tree.UnsafeLocalPath as exc:
                     outcome.skipped.append((action.path, str(exc)))
                     continue
+                except OSError as exc:
+                    raise InvalidInput(
+                        f"cannot write {action.path} ({exc.strerror}); nothing was changed "
+                        "(free some space or fix the permissions, then pull again)"
+                    ) from exc
                 applied.append(action)
                 run.tick()
             applied += [a for a in actions if a.target is None]
@@ -463,9 +471,13 @@ def _apply(
                         "(run pull again)"
                     )
             writer.durable(staged)
-        except BaseException:
+        except BaseException as exc:
             for item in staged:
                 writer.discard(item)
+            if isinstance(exc, OSError):
+                raise InvalidInput(
+                    f"cannot write the pulled files ({exc.strerror}); nothing was changed"
+                ) from exc
             raise
         for action in applied:
             if action.target is None:

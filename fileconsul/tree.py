@@ -50,6 +50,8 @@ class Scan:
     bytes_hashed: int = 0
     #: Bytes of files read while hashing (up to scan's keep_bytes), by path.
     contents: dict[str, bytes] = field(default_factory=dict)
+    #: Temporary files a killed pull left behind (relative paths); never synced.
+    leftovers: list[str] = field(default_factory=list)
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -154,6 +156,7 @@ def _walk(
         if not rel_dir and entry.name == INTERNAL_DIR:
             continue
         if entry.name.startswith(TMP_PREFIX):
+            result.leftovers.append(rel)
             continue
         is_dir = entry.is_dir(follow_symlinks=False)
         if spec is not None and spec.match_file(rel + "/" if is_dir else rel):
@@ -315,6 +318,14 @@ class TreeWriter:
     def discard(self, staged: Staged) -> None:
         with suppress(OSError):
             os.unlink(staged.tmp_name, dir_fd=staged.dir_fd)
+
+    def remove_leftover(self, rel: str) -> None:
+        """Remove a temporary file an interrupted pull left (never through a link)."""
+        parent_rel, _, name = rel.rpartition("/")
+        with suppress(OSError, UnsafeLocalPath):
+            parent = self._dir(parent_rel, create=False)
+            if parent is not None and name.startswith(TMP_PREFIX):
+                os.unlink(name, dir_fd=parent)
 
     def delete(self, rel: str) -> None:
         parent_rel, _, name = rel.rpartition("/")

@@ -96,11 +96,13 @@ class Node:
         return (self.root / rel).read_bytes()
 
     def files(self) -> dict[str, bytes]:
-        """Every regular file under the root but fileconsul's own directory."""
+        """Every regular file under the root but fileconsul's own directory and the
+        temporary files of an interrupted pull (checked for separately)."""
         found = {}
         for path in sorted(self.root.rglob("*")):
             rel = path.relative_to(self.root).as_posix()
-            if path.is_file() and not path.is_symlink() and not rel.startswith(".fileconsul/"):
+            own = rel.startswith(".fileconsul/") or path.name.startswith(".fileconsul-tmp-")
+            if path.is_file() and not path.is_symlink() and not own:
                 found[rel] = path.read_bytes()
         return found
 

@@ -97,6 +97,8 @@ class Agent:
         return args + self.extra
 
     def start(self, *, wait_leader: bool = True, token: str | None = None) -> Agent:
+        if self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - the agent keeps writing to it
             prefix="consul-agent-", suffix=".log", delete=False
         )
@@ -159,3 +161,64 @@ class Agent:
             self.log_path.unlink(missing_ok=True)
         if self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+@dataclass
+class Cluster:
+    """Three servers and two clients, each agent on its own loopback address (127.0.0.x)."""
+
+    binary: str
+    servers: list[Agent] = field(default_factory=list)
+    clients: list[Agent] = field(default_factory=list)
+    hcl: str = ""
+
+    def start(self, base: int = 10) -> Cluster:
+        fast = "performance { raft_multiplier = 1 }"
+        hcl = f"{fast} {self.hcl}".strip()
+        hosts = [f"127.0.0.{base + i}" for i in range(5)]
+        for i, host in enumerate(hosts[:3]):
+            self.servers.append(
+                Agent(self.binary, host=host, node_name=f"server{i + 1}", dev=False, hcl=hcl)
+            )
+        for i, host in enumerate(hosts[3:]):
+            self.clients.append(
+                Agent(self.binary, host=host, node_name=f"client{i + 1}", dev=False, hcl=hcl)
+            )
+        for agent in self.agents:
+            agent._args()  # choose the ports, so that every agent can name the servers
+        join = [f"-retry-join={s.host}:{s.ports['serf_lan']}" for s in self.servers]
+        for server in self.servers:
+            server.extra = ["-server", "-bootstrap-expect=3", "-retry-interval=1s", *join]
+        for client in self.clients:
+            client.extra = ["-retry-interval=1s", *join]
+        for agent in self.agents:
+            agent.start(wait_leader=False)
+        for agent in self.agents:
+            agent.wait_ready(timeout=60)
+        return self
+
+    @property
+    def agents(self) -> list[Agent]:
+        return self.servers + self.clients
+
+    def leader(self, timeout: float = 30.0) -> Agent:
+        """The server that is leader now, as every live agent sees it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for agent in self.agents:
+                if agent.process is None:
+                    continue
+                try:
+                    address = httpx.get(f"{agent.url}/v1/status/leader", timeout=2).json()
+                except (httpx.HTTPError, ValueError):
+                    continue
+                for server in self.servers:
+                    alive = server.process is not None
+                    if alive and address == f"{server.host}:{server.ports['server']}":
+                        return server
+            time.sleep(0.1)
+        raise RuntimeError("no leader")
+
+    def cleanup(self) -> None:
+        for agent in self.agents:
+            agent.cleanup()
