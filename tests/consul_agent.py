@@ -173,7 +173,8 @@ class Cluster:
     hcl: str = ""
 
     def start(self, base: int = 10) -> Cluster:
-        fast = "performance { raft_multiplier = 1 }"
+        # Fast elections, and a restarted server becomes a voter again within a second.
+        fast = 'performance { raft_multiplier = 1 } autopilot { server_stabilization_time = "1s" }'
         hcl = f"{fast} {self.hcl}".strip()
         hosts = [f"127.0.0.{base + i}" for i in range(5)]
         for i, host in enumerate(hosts[:3]):
@@ -195,6 +196,7 @@ class Cluster:
             agent.start(wait_leader=False)
         for agent in self.agents:
             agent.wait_ready(timeout=60)
+        self.wait_healthy()
         return self
 
     @property
@@ -218,6 +220,26 @@ class Cluster:
                         return server
             time.sleep(0.1)
         raise RuntimeError("no leader")
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Until all three servers are healthy Raft voters: a leader can be lost again."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(
+                    f"{self.servers[0].url}/v1/operator/autopilot/health", timeout=2
+                ).json()
+                servers = health.get("Servers") or []
+                if (
+                    health.get("Healthy")
+                    and len(servers) == len(self.servers)
+                    and all(s.get("Voter") for s in servers)
+                ):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("the cluster did not become healthy")
 
     def cleanup(self) -> None:
         for agent in self.agents:

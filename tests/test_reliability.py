@@ -34,6 +34,7 @@ def heal(cluster: Cluster) -> None:
             agent.start(wait_leader=False)
     for agent in cluster.agents:
         agent.wait_ready(timeout=60)
+    cluster.wait_healthy()
 
 
 def tree_of(count: int, tag: str) -> dict[str, bytes]:
