@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
@@ -43,6 +43,21 @@ class Group(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
+
+
+def _stack(func: F, options: Sequence[Callable[[Any], Any]]) -> F:
+    """Apply click option decorators in the order they are listed (as --help shows them)."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+MAX_DELETE = click.option(
+    "--max-delete",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Allow up to N deletions [default: half of the tracked files].",
+)
 
 
 def connection_options(func: F) -> F:
@@ -93,9 +108,7 @@ def connection_options(func: F) -> F:
             "-v", "--verbose", is_flag=True, help="Also print warnings' details and traffic."
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _stack(func, options)
 
 
 def change_options(func: F) -> F:
@@ -106,16 +119,9 @@ def change_options(func: F) -> F:
             is_flag=True,
             help="Resolve conflicts for this side and lift the delete cap.",
         ),
-        click.option(
-            "--max-delete",
-            type=click.IntRange(min=0),
-            metavar="N",
-            help="Allow up to N deletions [default: half of the tracked files].",
-        ),
+        MAX_DELETE,
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _stack(func, options)
 
 
 def apply_options(func: F) -> F:
@@ -134,9 +140,7 @@ def apply_options(func: F) -> F:
             help="Run CMD when applying or the --exec hook failed ($FILECONSUL_ERROR says why).",
         ),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return report_options(func)
+    return report_options(_stack(func, options))
 
 
 def report_options(func: F) -> F:
@@ -342,12 +346,7 @@ def _report_apply(out: Output, applied: watch_mod.Applied, *, quiet_noop: bool =
 @cli.command()
 @connection_options
 @apply_options
-@click.option(
-    "--max-delete",
-    type=click.IntRange(min=0),
-    metavar="N",
-    help="Allow up to N deletions per apply [default: half of the tracked files].",
-)
+@MAX_DELETE
 @click.option("--stale", is_flag=True, help="Let any Consul server answer, to spread the load.")
 @click.option(
     "--random-delay",

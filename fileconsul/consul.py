@@ -286,6 +286,18 @@ class ConsulClient:
         entries = response.json()
         return KVEntry.from_json(entries[0]), self._index(response)
 
+    def _listing(self, prefix: str, params: dict[str, Any], wait: float | None) -> tuple[Any, int]:
+        """A GET of the folder `prefix`: its JSON (None when empty) and X-Consul-Index."""
+        response = self.request(
+            "GET",
+            self.kv_path(prefix, folder=True),
+            params=params,
+            timeout=self._wait_timeout(wait),
+            allow=(404,),
+        )
+        body = None if response.status_code == 404 else response.json()
+        return body, self._index(response)
+
     def keys(
         self,
         prefix: str,
@@ -298,17 +310,8 @@ class ConsulClient:
         """Every key under `prefix` (which ends in '/'), names only, and the listing's index;
         with `separator`, only the first level below it."""
         params = {"keys": "", "separator": separator, **self._blocking(index, wait, stale)}
-        response = self.request(
-            "GET",
-            self.kv_path(prefix, folder=True),
-            params=params,
-            timeout=self._wait_timeout(wait),
-            allow=(404,),
-        )
-        if response.status_code == 404:
-            return [], self._index(response)
-        names: list[str] = response.json()
-        return names, self._index(response)
+        names, at = self._listing(prefix, params, wait)
+        return list(names or []), at
 
     def recurse(
         self,
@@ -319,16 +322,8 @@ class ConsulClient:
         stale: bool = False,
     ) -> tuple[list[KVEntry], int]:
         params = {"recurse": "", **self._blocking(index, wait, stale)}
-        response = self.request(
-            "GET",
-            self.kv_path(prefix, folder=True),
-            params=params,
-            timeout=self._wait_timeout(wait),
-            allow=(404,),
-        )
-        if response.status_code == 404:
-            return [], self._index(response)
-        return [KVEntry.from_json(e) for e in response.json()], self._index(response)
+        entries, at = self._listing(prefix, params, wait)
+        return [KVEntry.from_json(e) for e in entries or []], at
 
     def put(
         self,
