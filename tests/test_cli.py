@@ -322,3 +322,39 @@ def test_long_pushes_and_pulls_show_a_progress_bar_only_on_a_terminal(make_node:
     assert result.exit_code == 0
     assert "pulling" not in result.output
     assert "%" not in result.output
+
+
+def test_dc_flag_names_the_datacenter(node: Node, kv: KV) -> None:
+    node.write("f", "x")
+    assert node.run("push", "--dc", "dc1").exit_code == 0
+    assert kv.files(node.prefix) == {"f": b"x"}
+    result = node.run("status", "--dc", "nowhere")
+    assert result.exit_code == 3
+    assert "No path to datacenter" in result.stderr
+
+
+def test_a_unix_socket_address_works(consul_bin: str, tmp_path: Path) -> None:
+    socket_path = tmp_path / "consul.sock"
+    agent = Agent(consul_bin, hcl=f'addresses {{ http = "unix://{socket_path}" }}')
+    agent.start(wait_leader=False)
+    try:
+        deadline = time.monotonic() + 30
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        root = tmp_path / "n"
+        root.mkdir()
+        (root / "f").write_text("over a socket")
+        args = ["--addr", f"unix://{socket_path}", "--prefix", "uds", "--basepath", str(root)]
+        for _ in range(100):  # until the dev agent has elected itself
+            result = fileconsul("push", *args)
+            if result.returncode != 3:
+                break
+            time.sleep(0.2)
+        assert result.returncode == 0, result.stderr
+        other = tmp_path / "o"
+        other.mkdir()
+        result = fileconsul("pull", *args[:-1], str(other))
+        assert result.returncode == 0, result.stderr
+        assert (other / "f").read_text() == "over a socket"
+    finally:
+        agent.cleanup()

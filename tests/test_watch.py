@@ -135,9 +135,9 @@ def test_watch_once_applies_what_is_pending_and_exits_like_pull(make_node: Any) 
     assert b.run("watch", "--once").exit_code == 4
 
 
-def test_watch_with_random_delay_still_applies(make_node: Any) -> None:
+def test_watch_with_random_delay_and_stale_reads_still_applies(make_node: Any) -> None:
     a, b = make_node("a"), make_node("b")
-    with background(fileconsul_args(b, "watch", "--random-delay", "0.5")):
+    with background(fileconsul_args(b, "watch", "--random-delay", "0.5", "--stale")):
         a.write("f", "1")
         assert a.run("push").exit_code == 0
         wait_until(lambda: (b.root / "f").exists(), what="the delayed apply")
