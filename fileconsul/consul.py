@@ -63,9 +63,6 @@ class TxnFailed(ConflictError):
         super().__init__(message)
         self.errors = list(errors)
 
-    def failed_ops(self) -> set[int]:
-        return {int(e.get("OpIndex", -1)) for e in self.errors}
-
 
 def kv_set(key: str, value: bytes, flags: int) -> Op:
     return {"KV": {"Verb": "set", "Key": key, "Value": _b64(value), "Flags": flags}}
@@ -85,10 +82,6 @@ def kv_get(key: str) -> Op:
 
 def kv_get_tree(prefix: str) -> Op:
     return {"KV": {"Verb": "get-tree", "Key": prefix}}
-
-
-def kv_check_not_exists(key: str) -> Op:
-    return {"KV": {"Verb": "check-not-exists", "Key": key}}
 
 
 def encode_txn(ops: Sequence[Op]) -> bytes:
@@ -337,10 +330,6 @@ class ConsulClient:
         """PUT a value with an explicit Content-Length; False when a cas or acquire lost."""
         params = {"flags": flags, "cas": cas, "acquire": acquire}
         response = self.request("PUT", self.kv_path(key), params=params, content=value)
-        return bool(response.json())
-
-    def delete(self, key: str, *, cas: int | None = None) -> bool:
-        response = self.request("DELETE", self.kv_path(key), params={"cas": cas})
         return bool(response.json())
 
     def txn(self, ops: Sequence[Op] | bytes) -> list[dict[str, Any]]:

@@ -28,7 +28,6 @@ from fileconsul.consul import (
 )
 from fileconsul.errors import (
     ConflictError,
-    FileconsulError,
     IntegrityError,
     InvalidInput,
 )
@@ -36,7 +35,8 @@ from fileconsul.manifest import FileInfo, content_hash, encode, hash_to_flags
 from fileconsul.plan import Action, Plan, check_deletes, plan
 from fileconsul.remote import RemoteTree, lock_key, manifest_key
 
-#: A push session outlives a stalled pusher by at most this long.
+#: Seconds of a push session's TTL: Consul ends the session of a pusher that died (and so
+#: frees the lock) within twice this, its grace period included.
 LOCK_TTL = 15
 #: Bytes of values read per transaction during a pull.
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
@@ -59,10 +59,6 @@ class Run:
     @property
     def prefix(self) -> str:
         return self.settings.prefix
-
-    @property
-    def root(self) -> os.PathLike[str]:
-        return self.settings.basepath
 
     _advance: Callable[[int], None] | None = None
 
@@ -546,6 +542,3 @@ def _fetch_batch(run: Run, batch: list[Action]) -> list[tuple[Action, bytes]]:
         f"the value of {bad[0].path} never matched its hash ({len(bad)} such files); nothing "
         "was changed (push it again from a node that has the right content)"
     )
-
-
-__all__ = ["FileconsulError", "Outcome", "Run", "Status", "pull", "push", "status"]
