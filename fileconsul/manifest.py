@@ -33,30 +33,12 @@ class FileInfo:
     def to_json(self) -> list[object]:
         return [self.hash, self.size, self.mode]
 
-    @classmethod
-    def from_json(cls, raw: object) -> FileInfo:
-        if not (isinstance(raw, list) and len(raw) == 3):
-            raise ValueError(f"bad file entry {raw!r}")
-        digest, size, mode = raw
-        if not (isinstance(digest, str) and len(digest) == 16 and isinstance(size, int)):
-            raise ValueError(f"bad file entry {raw!r}")
-        int(digest, 16)
-        if not isinstance(mode, int) or not 0 <= mode <= 0o7777:
-            raise ValueError(f"bad mode in {raw!r}")
-        return cls(digest, size, mode)
-
 
 Files = Mapping[str, FileInfo]
 
 
 def files_to_json(files: Files) -> dict[str, list[object]]:
     return {path: files[path].to_json() for path in sorted(files)}
-
-
-def files_from_json(raw: object) -> dict[str, FileInfo]:
-    if not isinstance(raw, dict):
-        raise ValueError("files is not an object")
-    return {str(path): FileInfo.from_json(entry) for path, entry in raw.items()}
 
 
 def encode(files: Files, *, max_size: int) -> bytes:

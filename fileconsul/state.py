@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from fileconsul.errors import ConflictError, InvalidInput
 from fileconsul.keys import INTERNAL_DIR
-from fileconsul.manifest import FileInfo, files_from_json, files_to_json
+from fileconsul.manifest import FileInfo, files_to_json
 
 FORMAT = 1
 StatKey = tuple[int, int, int]
@@ -53,18 +53,15 @@ def load(basepath: Path, prefix: str) -> Record:
             "(the next pull then treats equal files as synced)"
         ) from exc
     try:
-        cache = {
-            p: ((int(s[0]), int(s[1]), int(s[2])), str(h))
-            for p, (s, h) in data.get("hash_cache", {}).items()
-        }
+        cache = {p: ((s[0], s[1], s[2]), h) for p, (s, h) in data["hash_cache"].items()}
         return Record(
             prefix=prefix,
             revision=int(data.get("revision", 0)),
-            files=files_from_json(data.get("files", {})),
+            files={p: FileInfo(h, size, mode) for p, (h, size, mode) in data["files"].items()},
             exists=True,
             hash_cache=cache,
         )
-    except (ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise InvalidInput(f"the local record {path} is corrupt ({exc}); remove it") from exc
 
 

@@ -196,3 +196,15 @@ def test_pull_leaves_no_temporary_files(make_node: Any) -> None:
     assert a.run("push").exit_code == 0
     assert b.run("pull").exit_code == 0
     assert not [p for p in b.root.rglob("*") if ".fileconsul-tmp-" in p.name]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"files": {"f": [1]}}', b"[]"])
+def test_a_corrupt_local_record_is_a_clear_error(node: Node, content: bytes) -> None:
+    node.write("f", "x")
+    assert node.run("push").exit_code == 0
+    (record,) = (node.root / ".fileconsul" / "records").iterdir()
+    record.write_bytes(content)
+    result = node.run("status")
+    assert result.exit_code == 5
+    assert "remove it" in result.stderr
+    assert "Traceback" not in result.output
