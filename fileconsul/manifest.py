@@ -55,7 +55,7 @@ def encode(files: Files, *, max_size: int) -> bytes:
         "sizes": [files[p].size for p in paths],
         "modes": [files[p].mode for p in paths],
     }
-    value = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 9)
+    value = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
     if len(value) > max_size:
         raise InvalidInput(
             f"the manifest for {len(files)} files takes {len(value)} bytes, over Consul's "

@@ -358,3 +358,41 @@ def test_a_unix_socket_address_works(consul_bin: str, tmp_path: Path) -> None:
         assert (other / "f").read_text() == "over a socket"
     finally:
         agent.cleanup()
+
+
+def test_https_with_consul_cacert_tls_server_name_and_ssl_verify(
+    consul_bin: str, tmp_path: Path
+) -> None:
+    for args in (["tls", "ca", "create"], ["tls", "cert", "create", "-server"]):
+        subprocess.run([consul_bin, *args], cwd=tmp_path, check=True, capture_output=True)
+    port = free_port()
+    hcl = (
+        f'ports {{ https = {port} }} ca_file = "{tmp_path}/consul-agent-ca.pem" '
+        f'cert_file = "{tmp_path}/dc1-server-consul-0.pem" '
+        f'key_file = "{tmp_path}/dc1-server-consul-0-key.pem" verify_incoming = false'
+    )
+    agent = Agent(consul_bin, hcl=hcl).start()
+    try:
+        root = tmp_path / "n"
+        root.mkdir()
+        (root / "f").write_text("over TLS")
+        base = {**os.environ, "CONSUL_HTTP_ADDR": f"https://127.0.0.1:{port}"}
+        args = ["--prefix", "tls", "--basepath", str(root)]
+        # The certificate names server.dc1.consul, not 127.0.0.1; with the CA and that name
+        # the connection is verified.
+        trusted = {
+            **base,
+            "CONSUL_CACERT": str(tmp_path / "consul-agent-ca.pem"),
+            "CONSUL_TLS_SERVER_NAME": "server.dc1.consul",
+        }
+        result = fileconsul("push", *args, env=trusted)
+        assert result.returncode == 0, result.stderr
+        # Without the CA the certificate is refused: exit 3, nothing sent.
+        result = fileconsul("status", *args, env=base)
+        assert result.returncode == 3
+        assert "cannot reach Consul at https://127.0.0.1:" in result.stderr
+        # CONSUL_HTTP_SSL_VERIFY=false skips verification, as the consul CLI does.
+        result = fileconsul("status", *args, env={**base, "CONSUL_HTTP_SSL_VERIFY": "false"})
+        assert result.returncode == 0, result.stderr
+    finally:
+        agent.cleanup()

@@ -208,3 +208,11 @@ def test_a_corrupt_local_record_is_a_clear_error(node: Node, content: bytes) -> 
     assert result.exit_code == 5
     assert "remove it" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_odd_but_safe_keys_planted_through_txn_are_pulled(node: Node, kv: KV) -> None:
+    names = ["per%cent", "what?", "hash#tag", "with space", "ünïcödé/日本", "Case", "case"]
+    kv.txn_set({f"{node.prefix}/{name}": name.encode() for name in names})
+    result = node.run("pull")
+    assert result.exit_code == 0, result.output
+    assert node.files() == {name: name.encode() for name in names}

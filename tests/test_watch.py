@@ -341,3 +341,30 @@ def test_null_payload_reads_consul(make_node: Any) -> None:
     result = b.run("pull", input="null", env={"CONSUL_INDEX": "1"})
     assert result.exit_code == 0
     assert b.read("f") == b"1"
+
+
+def test_on_failure_runs_when_applying_fails(make_node: Any, tmp_path: Path) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("f", "theirs")
+    assert a.run("push").exit_code == 0
+    b.write("f", "mine")
+    marker = tmp_path / "why"
+    result = b.run(
+        "pull",
+        "--exec",
+        f"touch {tmp_path / 'hook-ran'}",
+        "--on-failure",
+        f'echo "$FILECONSUL_ERROR" > {marker}',
+    )
+    assert result.exit_code == 4
+    assert "changed on both sides" in marker.read_text()
+    assert not (tmp_path / "hook-ran").exists()
+
+
+def test_sigint_stops_the_watch_cleanly(make_node: Any) -> None:
+    b = make_node("b")
+    with background(fileconsul_args(b, "watch")) as watcher:
+        wait_until(lambda: (b.root / ".fileconsul").exists(), what="the watch to start")
+        watcher.signal(signal.SIGINT)
+        assert watcher.wait() == 0
+        assert "Traceback" not in watcher.output()
