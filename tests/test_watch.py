@@ -368,3 +368,21 @@ def test_sigint_stops_the_watch_cleanly(make_node: Any) -> None:
         watcher.signal(signal.SIGINT)
         assert watcher.wait() == 0
         assert "Traceback" not in watcher.output()
+
+
+def test_watch_push_reports_a_conflict_and_never_forces_it(make_node: Any, kv: KV) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("f", "base")
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    a.write("f", "edited on a")
+    b.write("f", "edited on b")
+    assert b.run("push").exit_code == 0
+    with background(fileconsul_args(a, "watch", "--push")) as watcher:
+        wait_until(
+            lambda: watcher.output().count("changed on both sides") >= 2,
+            what="the conflict to be reported by the pull and by the push",
+        )
+        assert watcher.process.poll() is None
+    assert kv.files(a.prefix)["f"] == b"edited on b"
+    assert a.read("f") == b"edited on a"
