@@ -160,6 +160,11 @@ def acl_agent(consul_bin: str) -> Iterator[Agent]:
     started.cleanup()
 
 
+def pusher_rules(prefix: str) -> str:
+    """The README's minimal policy for a pusher."""
+    return f'key_prefix "{prefix}" {{ policy = "write" }}\nsession_prefix "" {{ policy = "write" }}'
+
+
 def make_token(agent: Agent, rules: str) -> str:
     headers = {"X-Consul-Token": MASTER}
     name = f"p{time.monotonic_ns()}"
@@ -178,10 +183,7 @@ def make_token(agent: Agent, rules: str) -> str:
 def test_acl_read_only_token_can_pull_but_push_exits_6(
     acl_agent: Agent, make_node: Any, prefix: str
 ) -> None:
-    writer = make_token(
-        acl_agent,
-        f'key_prefix "{prefix}" {{ policy = "write" }}\nsession_prefix "" {{ policy = "write" }}',
-    )
+    writer = make_token(acl_agent, pusher_rules(prefix))
     reader = make_token(acl_agent, f'key_prefix "{prefix}" {{ policy = "read" }}')
     a = make_node("a", addr=acl_agent.addr, token=writer)
     b = make_node("b", addr=acl_agent.addr, token=reader)
@@ -214,10 +216,7 @@ def test_acl_token_without_read_exits_6(acl_agent: Agent, make_node: Any, prefix
 def test_acl_token_from_consul_http_token_file(
     acl_agent: Agent, make_node: Any, prefix: str, tmp_path: Path
 ) -> None:
-    writer = make_token(
-        acl_agent,
-        f'key_prefix "{prefix}" {{ policy = "write" }}\nsession_prefix "" {{ policy = "write" }}',
-    )
+    writer = make_token(acl_agent, pusher_rules(prefix))
     token_file = tmp_path / "token"
     token_file.write_text(writer + "\n")
     node = make_node("n", addr=acl_agent.addr)
@@ -241,10 +240,7 @@ def test_acl_token_from_consul_http_token_file(
 def test_acl_minimal_puller_policy_pulls_and_reports(
     acl_agent: Agent, make_node: Any, prefix: str
 ) -> None:
-    writer = make_token(
-        acl_agent,
-        f'key_prefix "{prefix}" {{ policy = "write" }}\nsession_prefix "" {{ policy = "write" }}',
-    )
+    writer = make_token(acl_agent, pusher_rules(prefix))
     puller = make_token(
         acl_agent,
         f'key_prefix "{prefix}" {{ policy = "read" }}\n'
