@@ -134,7 +134,7 @@ class ConsulClient:
             transport=transport,
             timeout=settings.timeout,
         )
-        self._max_value_size: int | None = None
+        self._agent: dict[str, Any] | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -248,20 +248,16 @@ class ConsulClient:
 
     # -- agent ------------------------------------------------------------------------------
 
-    def agent_self(self) -> dict[str, Any] | None:
-        """`/v1/agent/self`, or None when the token lacks agent:read."""
-        response = self.request("GET", "/v1/agent/self", allow=(403,))
-        if response.status_code == 403:
-            return None
-        data: dict[str, Any] = response.json()
-        return data
+    def agent_self(self) -> dict[str, Any]:
+        """`/v1/agent/self`, read once per client; empty when the token lacks agent:read."""
+        if self._agent is None:
+            response = self.request("GET", "/v1/agent/self", allow=(403,))
+            self._agent = {} if response.status_code == 403 else dict(response.json())
+        return self._agent
 
     def max_value_size(self) -> int:
-        if self._max_value_size is None:
-            info = self.agent_self() or {}
-            size = (info.get("DebugConfig") or {}).get("KVMaxValueSize")
-            self._max_value_size = int(size) if size else DEFAULT_MAX_VALUE_SIZE
-        return self._max_value_size
+        size = (self.agent_self().get("DebugConfig") or {}).get("KVMaxValueSize")
+        return int(size) if size else DEFAULT_MAX_VALUE_SIZE
 
     # -- KV ---------------------------------------------------------------------------------
 

@@ -47,8 +47,7 @@ def node_name(client: ConsulClient, override: str | None = None) -> str:
     """The agent's node name (needs agent:read), else this host's name."""
     if override:
         return override
-    info = client.agent_self() or {}
-    name = str((info.get("Config") or {}).get("NodeName") or socket.gethostname())
+    name = str((client.agent_self().get("Config") or {}).get("NodeName") or socket.gethostname())
     return name if unsafe_reason(name) is None else quote(name, safe="")
 
 

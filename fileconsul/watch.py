@@ -57,7 +57,6 @@ class Applied:
     outcome: sync.Outcome | None = None
     error: FileconsulError | None = None
     hook_exit: int | None = None
-    failure_hook_exit: int | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -71,27 +70,28 @@ class Applied:
         return self.error is not None or self.hook_exit not in (None, 0)
 
 
-def _hook_env(run: sync.Run, outcome: sync.Outcome | None, error: str | None) -> dict[str, str]:
+def run_hook(command: str, run: sync.Run, outcome: sync.Outcome | None, error: str | None) -> int:
+    """Run a hook through the shell in the basepath. The changes arrive as JSON on stdin and,
+    unless it runs for a failure (`error`), in $FILECONSUL_CHANGED and $FILECONSUL_REVISION."""
+    changes = outcome.actions if outcome and not outcome.dry_run else []
+    body = {
+        "prefix": run.prefix,
+        "revision": outcome.revision if outcome else None,
+        "changes": [{"path": a.path, "change": a.change} for a in changes],
+    }
     env = dict(os.environ)
     env["FILECONSUL_PREFIX"] = run.prefix
     env["FILECONSUL_BASEPATH"] = str(run.settings.basepath)
-    if outcome is not None:
-        env["FILECONSUL_REVISION"] = str(outcome.revision)
-        env["FILECONSUL_CHANGED"] = "\n".join(a.path for a in outcome.actions)
     if error is not None:
         env["FILECONSUL_ERROR"] = error
-    return env
-
-
-def run_hook(command: str, run: sync.Run, payload: dict[str, Any], error: str | None) -> int:
-    """Run a hook through the shell in the basepath; the changes arrive as JSON on stdin."""
-    outcome = None if error else payload.get("_outcome")
-    body = {k: v for k, v in payload.items() if k != "_outcome"}
+    elif outcome is not None:
+        env["FILECONSUL_REVISION"] = str(outcome.revision)
+        env["FILECONSUL_CHANGED"] = "\n".join(a.path for a in changes)
     completed = subprocess.run(
         command,
         shell=True,
         cwd=run.settings.basepath,
-        env=_hook_env(run, outcome, error),
+        env=env,
         input=json.dumps(body).encode(),
         check=False,
     )
@@ -114,20 +114,14 @@ def apply_remote(
     except FileconsulError as exc:
         applied.error = exc
     outcome = applied.outcome
-    changes = outcome.actions if outcome and not outcome.dry_run else []
-    payload: dict[str, Any] = {
-        "prefix": run.prefix,
-        "revision": outcome.revision if outcome else None,
-        "changes": [{"path": a.path, "change": a.change} for a in changes],
-        "_outcome": outcome,
-    }
-    if changes and options.hooks.exec_cmd:
-        applied.hook_exit = run_hook(options.hooks.exec_cmd, run, payload, None)
+    changed = outcome is not None and not outcome.dry_run and bool(outcome.actions)
+    if changed and options.hooks.exec_cmd:
+        applied.hook_exit = run_hook(options.hooks.exec_cmd, run, outcome, None)
         if applied.hook_exit != 0:
             applied.notes.append(f"hook exited {applied.hook_exit}: {options.hooks.exec_cmd}")
     if applied.failed and options.hooks.on_failure:
         reason = str(applied.error) if applied.error else f"hook exited {applied.hook_exit}"
-        applied.failure_hook_exit = run_hook(options.hooks.on_failure, run, payload, reason)
+        run_hook(options.hooks.on_failure, run, outcome, reason)
     if options.report and not options.dry_run and not isinstance(applied.error, ConsulUnavailable):
         _report(run, options, applied)
     return applied
@@ -146,7 +140,7 @@ def report_push(run: sync.Run, node: str | None, outcome: sync.Outcome) -> list[
 def _report(run: sync.Run, options: ApplyOptions, applied: Applied) -> None:
     if isinstance(applied.error, ConflictError):
         result: fleet.Result = "conflict"
-    elif applied.error is not None or applied.hook_exit not in (None, 0):
+    elif applied.failed:
         result = "error"
     else:
         result = "ok"
