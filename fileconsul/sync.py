@@ -291,8 +291,9 @@ def _write(
         else:
             files[action.path] = action.target
     manifest = encode(files, max_size=limit)
-    large = [w for w in writes if w.estimate(run.prefix) > TXN_MAX_BODY // 2]
-    batches = _pack([w for w in writes if w not in large], run.prefix)
+    fits = [w.estimate(run.prefix) <= TXN_MAX_BODY // 2 for w in writes]
+    large = [w for w, ok in zip(writes, fits, strict=True) if not ok]
+    batches = _pack([w for w, ok in zip(writes, fits, strict=True) if ok], run.prefix)
     single = not large and len(batches) <= 1 and 4 * len(manifest) // 3 < TXN_MAX_BODY // 2
     if single and sum(map(len, batches)) < TXN_MAX_OPS:
         # The common case: files and manifest in one transaction, all or nothing.
