@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ class ConsulClient:
         self.settings = settings
         self.bytes_received = 0
         self.requests = 0
+        # Pushes and pulls keep several transactions in flight from worker threads.
+        self._counting = threading.Lock()
         headers = {"X-Consul-Token": settings.token} if settings.token else {}
         if transport is None and settings.uds:
             transport = httpx.HTTPTransport(uds=settings.uds)
@@ -195,8 +198,9 @@ class ConsulClient:
                 f"cannot reach Consul at {self.settings.base_url} ({exc.__class__.__name__}); "
                 "check --addr or CONSUL_HTTP_ADDR and that the agent is running"
             ) from exc
-        self.requests += 1
-        self.bytes_received += response.num_bytes_downloaded
+        with self._counting:
+            self.requests += 1
+            self.bytes_received += response.num_bytes_downloaded
         if response.is_success or response.status_code in allow:
             return response
         raise self._status_error(method, path, response)

@@ -6,10 +6,12 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from fileconsul import remote, state, tree
 from fileconsul.config import Settings
@@ -42,8 +44,14 @@ LOCK_TTL = 15
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
 #: Bytes of file contents a push keeps from its scan instead of reading the files again.
 KEEP_BYTES = 64 * 1024 * 1024
+#: Transactions a push or pull keeps in flight at once.
+IN_FLIGHT = 4
 #: Makes a progress display for (label, total); yields the function that advances it.
 Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -294,8 +302,13 @@ def _write(
     fits = [w.estimate(run.prefix) <= TXN_MAX_BODY // 2 for w in writes]
     large = [w for w, ok in zip(writes, fits, strict=True) if not ok]
     batches = _pack([w for w, ok in zip(writes, fits, strict=True) if ok], run.prefix)
-    single = not large and len(batches) <= 1 and 4 * len(manifest) // 3 < TXN_MAX_BODY // 2
-    if single and sum(map(len, batches)) < TXN_MAX_OPS:
+    body = sum(w.estimate(run.prefix) for w in batches[0]) if batches else 0
+    if (
+        not large
+        and len(batches) <= 1
+        and body + 4 * len(manifest) // 3 + 1024 < TXN_MAX_BODY
+        and sum(map(len, batches)) < TXN_MAX_OPS
+    ):
         # The common case: files and manifest in one transaction, all or nothing.
         ops = [_op(run, w, limit) for w in (batches[0] if batches else [])]
         index = _commit(run, [*ops, _manifest_op(run, manifest, tree_.manifest_index)])
@@ -308,19 +321,16 @@ def _write(
         index = _commit_manifest(run, encode(tree_.files, max_size=limit), index)
     check = {"KV": {"Verb": "check-index", "Key": manifest_key(run.prefix), "Index": index}}
 
-    def encode_ops(batch: list[_Write]) -> bytes:
-        return encode_txn([check, *(_op(run, w, limit) for w in batch)])
+    def send(batch: list[_Write]) -> int:
+        _commit(run, encode_txn([check, *(_op(run, w, limit) for w in batch)]))
+        return len(batch)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-ops") as pool:
-        # The next batch is read and encoded while Consul applies this one.
-        ahead = [pool.submit(encode_ops, batch) for batch in batches[:1]]
-        for i, batch in enumerate(batches):
-            if i + 1 < len(batches):
-                ahead.append(pool.submit(encode_ops, batches[i + 1]))
-            body = ahead[i].result()
+    # Batches touch disjoint keys and each checks the manifest, so their order is free; several
+    # in flight let Consul apply one while the next is encoded and sent.
+    with closing(in_flight(send, batches, depth=IN_FLIGHT, name="fileconsul-push")) as done:
+        for sent in done:
             lease.keep()
-            _commit(run, body)
-            run.tick(len(batch))
+            run.tick(sent)
     for write in large:
         lease.keep()
         assert write.target is not None
@@ -331,6 +341,24 @@ def _write(
     return _commit_manifest(run, manifest, index)
 
 
+def in_flight(
+    work: Callable[[_T], _R], items: Sequence[_T], *, depth: int, name: str
+) -> Generator[_R]:
+    """`work(item)` for each item, results in order, up to `depth` of them running at once."""
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix=name) as pool:
+        pending: deque[Future[_R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def _pack(writes: list[_Write], prefix: str) -> list[list[_Write]]:
     """Group writes into transactions: one slot is kept for the manifest or its check."""
     batches: list[list[_Write]] = []
@@ -338,7 +366,7 @@ def _pack(writes: list[_Write], prefix: str) -> list[list[_Write]]:
     size = 0
     for write in writes:
         cost = write.estimate(prefix)
-        if current and (len(current) >= TXN_MAX_OPS - 1 or size + cost > TXN_MAX_BODY // 2):
+        if current and (len(current) >= TXN_MAX_OPS - 1 or size + cost > TXN_MAX_BODY - 1024):
             batches.append(current)
             current, size = [], 0
         current.append(write)
@@ -442,23 +470,15 @@ def _apply(
         # Under the local lock no other fileconsul writes here: these are a killed pull's.
         for rel in scan.leftovers:
             writer.remove_leftover(rel)
-        staged: list[tree.Staged] = []
         applied: list[Action] = []
         try:
-            for action, data in _fetch(run, tree_, [a for a in actions if a.target]):
-                assert action.target is not None
-                try:
-                    staged.append(writer.stage(action.path, data, action.target.mode))
-                except tree.UnsafeLocalPath as exc:
-                    outcome.skipped.append((action.path, str(exc)))
-                    continue
-                except OSError as exc:
-                    raise InvalidInput(
-                        f"cannot write {action.path} ({exc.strerror}); nothing was changed "
-                        "(free some space or fix the permissions, then pull again)"
-                    ) from exc
-                applied.append(action)
-                run.tick()
+            with closing(_stage(run, tree_, writer, [a for a in actions if a.target])) as staged:
+                for action, skipped in staged:
+                    if skipped is not None:
+                        outcome.skipped.append((action.path, skipped))
+                        continue
+                    applied.append(action)
+                    run.tick()
             applied += [a for a in actions if a.target is None]
             for action in applied:
                 expected = scan.files.get(action.path)
@@ -467,10 +487,9 @@ def _apply(
                         f"{action.path} changed locally during the pull; nothing was changed "
                         "(run pull again)"
                     )
-            writer.durable(staged)
+            writer.durable()
         except BaseException as exc:
-            for item in staged:
-                writer.discard(item)
+            writer.discard_all()
             if isinstance(exc, OSError):
                 raise InvalidInput(
                     f"cannot write the pulled files ({exc.strerror}); nothing was changed"
@@ -479,28 +498,41 @@ def _apply(
         for action in applied:
             if action.target is None:
                 writer.delete(action.path)
-        for item in staged:
-            writer.commit(item)
+        writer.commit_all()
         writer.sync_dirs()
     return sorted(applied, key=lambda a: a.path)
 
 
-def _fetch(run: Run, tree_: RemoteTree, actions: list[Action]) -> Iterator[tuple[Action, bytes]]:
-    """Each action's value, verified against its hash. Values are read in batched
-    transactions, the next batch on the network while this one is written to disk."""
-    for action in actions:
-        if action.path in tree_.values:
-            yield action, tree_.values[action.path]
-    batches = _fetch_batches([a for a in actions if a.path not in tree_.values])
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-fetch") as pool:
-        ahead: Future[list[tuple[Action, bytes]]] | None = None
-        for batch in batches:
-            future = pool.submit(_fetch_batch, run, batch)
-            if ahead is not None:
-                yield from ahead.result()
-            ahead = future
-        if ahead is not None:
-            yield from ahead.result()
+def _stage(
+    run: Run, tree_: RemoteTree, writer: tree.TreeWriter, actions: list[Action]
+) -> Generator[tuple[Action, str | None]]:
+    """Stage each action's value, verified against its hash, beside its place; with the reason
+    when its path was skipped. Values are read in batched transactions, several in flight, and
+    each batch is written to disk by the thread that read it."""
+
+    def stage_batch(batch: list[Action]) -> list[tuple[Action, str | None]]:
+        known = [(a, tree_.values[a.path]) for a in batch if a.path in tree_.values]
+        fetched = _fetch_batch(run, [a for a in batch if a.path not in tree_.values])
+        return [(action, _stage_one(writer, action, data)) for action, data in known + fetched]
+
+    batches = _fetch_batches(actions)
+    with closing(in_flight(stage_batch, batches, depth=IN_FLIGHT, name="fileconsul-pull")) as done:
+        for results in done:
+            yield from results
+
+
+def _stage_one(writer: tree.TreeWriter, action: Action, data: bytes) -> str | None:
+    assert action.target is not None
+    try:
+        writer.stage(action.path, data, action.target.mode)
+    except tree.UnsafeLocalPath as exc:
+        return str(exc)
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot write {action.path} ({exc.strerror}); nothing was changed "
+            "(free some space or fix the permissions, then pull again)"
+        ) from exc
+    return None
 
 
 def _fetch_batches(actions: list[Action]) -> list[list[Action]]:
@@ -521,6 +553,8 @@ def _fetch_batches(actions: list[Action]) -> list[list[Action]]:
 
 
 def _fetch_batch(run: Run, batch: list[Action]) -> list[tuple[Action, bytes]]:
+    if not batch:
+        return []
     keys = [f"{run.prefix}/{a.path}" for a in batch]
     for attempt in range(3):
         try:

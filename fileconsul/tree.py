@@ -7,9 +7,12 @@ to its parent's descriptor, so a symlink planted anywhere on the way is refused,
 from __future__ import annotations
 
 import errno
+import functools
+import itertools
 import os
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
@@ -215,6 +218,13 @@ class TreeWriter:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._dirs: dict[str, int] = {}
+        #: Every file staged and not yet renamed in or discarded.
+        self.staged: list[Staged] = []
+        # Files are staged from several threads at once (their writes overlap).
+        self._lock = threading.Lock()
+        self._token = secrets.token_hex(4)
+        self._count = itertools.count()
+        self._umask = _umask()
 
     def __enter__(self) -> TreeWriter:
         return self
@@ -228,13 +238,20 @@ class TreeWriter:
         self._dirs.clear()
 
     def _dir(self, rel_dir: str, *, create: bool) -> int | None:
+        fd = self._dirs.get(rel_dir)
+        if fd is not None:
+            return fd
+        with self._lock:
+            return self._open_dir(rel_dir, create=create)
+
+    def _open_dir(self, rel_dir: str, *, create: bool) -> int | None:
         if rel_dir in self._dirs:
             return self._dirs[rel_dir]
         if not rel_dir:
             fd = os.open(self.root, _DIR_FLAGS & ~os.O_NOFOLLOW)
         else:
             parent_rel, _, name = rel_dir.rpartition("/")
-            parent = self._dir(parent_rel, create=create)
+            parent = self._open_dir(parent_rel, create=create)
             if parent is None:
                 return None
             try:
@@ -270,54 +287,55 @@ class TreeWriter:
 
     def stage(self, rel: str, data: bytes, mode: int) -> Staged:
         """Write `data` to a temporary file beside `rel`, to be made durable with `durable`
-        and then renamed in."""
+        and then renamed in. Safe to call from several threads."""
         parent_rel, _, name = rel.rpartition("/")
         parent = self._dir(parent_rel, create=True)
         assert parent is not None
-        tmp_name = f"{TMP_PREFIX}{secrets.token_hex(6)}"
+        tmp_name = f"{TMP_PREFIX}{self._token}-{next(self._count)}"
         fd = os.open(
             tmp_name,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
+            mode & 0o777,
             dir_fd=parent,
         )
+        staged = Staged(rel, parent, tmp_name, name)
+        with self._lock:
+            self.staged.append(staged)
         try:
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
-            os.fchmod(fd, mode & 0o777)
-        except BaseException:
+            if mode & 0o777 & self._umask:
+                os.fchmod(fd, mode & 0o777)
+        finally:
             os.close(fd)
-            with suppress(OSError):
-                os.unlink(tmp_name, dir_fd=parent)
-            raise
-        os.close(fd)
-        return Staged(rel, parent, tmp_name, name)
+        return staged
 
-    def durable(self, staged: list[Staged]) -> None:
+    def durable(self) -> None:
         """Get every staged file's bytes to disk before any is renamed in: one syncfs(2) of
         the basepath's file system where Linux offers it (one journal commit instead of one
         per file), else an fsync of each file."""
-        if not staged:
+        if not self.staged or self._syncfs():
             return
-        root = self._dir("", create=False)
-        syncfs = _syncfs()
-        if root is not None and syncfs is not None and syncfs(root) == 0:
-            return
-        for item in staged:
+        for item in self.staged:
             fd = os.open(item.tmp_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=item.dir_fd)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
 
-    def commit(self, staged: Staged) -> None:
-        os.rename(staged.tmp_name, staged.name, src_dir_fd=staged.dir_fd, dst_dir_fd=staged.dir_fd)
+    def commit_all(self) -> None:
+        """Rename every staged file into its place."""
+        for item in self.staged:
+            os.rename(item.tmp_name, item.name, src_dir_fd=item.dir_fd, dst_dir_fd=item.dir_fd)
+        self.staged.clear()
 
-    def discard(self, staged: Staged) -> None:
-        with suppress(OSError):
-            os.unlink(staged.tmp_name, dir_fd=staged.dir_fd)
+    def discard_all(self) -> None:
+        for item in self.staged:
+            with suppress(OSError):
+                os.unlink(item.tmp_name, dir_fd=item.dir_fd)
+        self.staged.clear()
 
     def remove_leftover(self, rel: str) -> None:
         """Remove a temporary file an interrupted pull left (never through a link)."""
@@ -351,10 +369,26 @@ class TreeWriter:
             rel_dir = parent_rel
 
     def sync_dirs(self) -> None:
+        """Make the renames and deletes durable: one syncfs, else an fsync of each directory."""
+        if self._syncfs():
+            return
         for fd in self._dirs.values():
             os.fsync(fd)
 
+    def _syncfs(self) -> bool:
+        root = self._dir("", create=False)
+        syncfs = _syncfs()
+        return root is not None and syncfs is not None and syncfs(root) == 0
 
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@functools.cache
 def _syncfs() -> Callable[[int], int] | None:
     """libc's syncfs, or None where there is none."""
     import ctypes
