@@ -77,6 +77,14 @@ def kv_delete(key: str) -> Op:
     return {"KV": {"Verb": "delete", "Key": key}}
 
 
+def kv_check_not_exists(key: str) -> Op:
+    return {"KV": {"Verb": "check-not-exists", "Key": key}}
+
+
+def kv_check_index(key: str, index: int) -> Op:
+    return {"KV": {"Verb": "check-index", "Key": key, "Index": index}}
+
+
 def kv_get(key: str) -> Op:
     return {"KV": {"Verb": "get", "Key": key}}
 

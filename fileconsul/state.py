@@ -14,14 +14,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from fileconsul.errors import ConflictError, InvalidInput
 from fileconsul.keys import INTERNAL_DIR
-from fileconsul.manifest import FileInfo, files_to_json
+from fileconsul.manifest import FileInfo, columns, from_columns
 
-FORMAT = 1
+FORMAT = 2
 StatKey = tuple[int, int, int]
+HashCache = dict[str, tuple[StatKey, str]]
 
 
 @dataclass
@@ -30,7 +32,7 @@ class Record:
     revision: int = 0
     files: dict[str, FileInfo] = field(default_factory=dict)
     exists: bool = False
-    hash_cache: dict[str, tuple[StatKey, str]] = field(default_factory=dict)
+    hash_cache: HashCache = field(default_factory=dict)
 
 
 def internal_dir(basepath: Path) -> Path:
@@ -53,14 +55,12 @@ def load(basepath: Path, prefix: str) -> Record:
             "(the next pull then treats equal files as synced)"
         ) from exc
     try:
-        cache = {p: ((s[0], s[1], s[2]), h) for p, (s, h) in data["hash_cache"].items()}
-        return Record(
-            prefix=prefix,
-            revision=int(data.get("revision", 0)),
-            files={p: FileInfo(h, size, mode) for p, (h, size, mode) in data["files"].items()},
-            exists=True,
-            hash_cache=cache,
-        )
+        if data.get("format") == 1:
+            files = {p: FileInfo(h, n, m) for p, (h, n, m) in data["files"].items()}
+            cache = {p: ((s[0], s[1], s[2]), h) for p, (s, h) in data["hash_cache"].items()}
+        else:
+            files, cache = from_columns(data["files"]), _cache_from_columns(data["cache"])
+        return Record(prefix, int(data.get("revision", 0)), files, True, cache)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise InvalidInput(f"the local record {path} is corrupt ({exc}); remove it") from exc
 
@@ -72,8 +72,8 @@ def save(basepath: Path, record: Record) -> None:
         "format": FORMAT,
         "prefix": record.prefix,
         "revision": record.revision,
-        "files": files_to_json(record.files),
-        "hash_cache": {p: [list(s), h] for p, (s, h) in sorted(record.hash_cache.items())},
+        "files": columns(record.files),
+        "cache": _cache_columns(record.hash_cache),
     }
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
@@ -86,6 +86,26 @@ def save(basepath: Path, record: Record) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _cache_columns(cache: HashCache) -> dict[str, Any]:
+    """The hash cache as columns, like the manifest's: far faster to write and read."""
+    paths = sorted(cache)
+    return {
+        "paths": paths,
+        "stats": [n for p in paths for n in cache[p][0]],
+        "hashes": "".join(cache[p][1] for p in paths),
+    }
+
+
+def _cache_from_columns(data: dict[str, Any]) -> HashCache:
+    paths, stats, hashes = data["paths"], data["stats"], data["hashes"]
+    if not (3 * len(paths) == len(stats) and 16 * len(paths) == len(hashes)):
+        raise ValueError("hash cache columns of different lengths")
+    return {
+        path: ((stats[3 * i], stats[3 * i + 1], stats[3 * i + 2]), hashes[16 * i : 16 * i + 16])
+        for i, path in enumerate(paths)
+    }
 
 
 @contextlib.contextmanager

@@ -24,6 +24,8 @@ from fileconsul.consul import (
     TxnFailed,
     encode_txn,
     kv_cas,
+    kv_check_index,
+    kv_check_not_exists,
     kv_delete,
     kv_get,
     kv_set,
@@ -44,6 +46,9 @@ LOCK_TTL = 15
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
 #: Bytes of file contents a push keeps from its scan instead of reading the files again.
 KEEP_BYTES = 64 * 1024 * 1024
+#: Files a push sends in one transaction with no lock: the other two operations check the
+#: lock and write the manifest.
+SINGLE_TXN_FILES = TXN_MAX_OPS - 2
 #: Transactions a push or pull keeps in flight at once.
 IN_FLIGHT = 4
 #: Makes a progress display for (label, total); yields the function that advances it.
@@ -124,10 +129,6 @@ class Outcome:
         return InvalidInput.exit_code if self.skipped else 0
 
 
-def _local_files(scan: tree.Scan) -> dict[str, FileInfo]:
-    return {path: f.info for path, f in scan.files.items()}
-
-
 def _warnings(scan: tree.Scan, tree_: RemoteTree) -> list[str]:
     notes = [f"skipped {path}: {why}" for path, why in scan.skipped]
     notes += tree_.warnings
@@ -143,15 +144,27 @@ def _warnings(scan: tree.Scan, tree_: RemoteTree) -> list[str]:
 def status(run: Run) -> Status:
     root = run.settings.basepath
     record = state.load(root, run.prefix)
-    scan = tree.scan(root, record.hash_cache)
+    scan, tree_ = _scan_and_read(run, record, stale=run.stale)
     if record.exists and scan.hash_cache != record.hash_cache:
         # Like `git status` refreshing its index: only the hash cache moves, never the base.
         with suppress(ConflictError), state.local_lock(root, wait=0):
             record.hash_cache = scan.hash_cache
             state.save(root, record)
-    tree_ = remote.read(run.client, run.prefix, lock_wait=run.lock_wait, stale=run.stale)
-    p = plan(_local_files(scan), record.files, tree_.files)
+    p = plan(scan.files, record.files, tree_.files)
     return Status(run.prefix, p, tree_, scan, record)
+
+
+def _scan_and_read(
+    run: Run, record: state.Record, *, keep_bytes: int = 0, stale: bool = False
+) -> tuple[tree.Scan, RemoteTree]:
+    """The local scan and the remote read, side by side: one mostly waits on the disk, the
+    other on Consul. A scan error comes first, as if the two ran one after the other."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-read") as pool:
+        read = pool.submit(
+            remote.read, run.client, run.prefix, lock_wait=run.lock_wait, stale=stale
+        )
+        scan = tree.scan(run.settings.basepath, record.hash_cache, keep_bytes=keep_bytes)
+        return scan, read.result()
 
 
 def _refuse_conflicts(p: Plan, command: str, force: bool) -> None:
@@ -184,14 +197,13 @@ def push(
     root = run.settings.basepath
     with state.local_lock(root):
         record = state.load(root, run.prefix)
-        scan = tree.scan(root, record.hash_cache, keep_bytes=KEEP_BYTES)
+        scan, tree_ = _scan_and_read(run, record, keep_bytes=KEEP_BYTES)
         if scan.unsafe:
             path, why = scan.unsafe[0]
             raise InvalidInput(
                 f"push refused: {path!r} cannot be a Consul key ({why}); nothing was pushed "
                 f"(rename it or add it to {tree.IGNORE_FILE})"
             )
-        tree_ = remote.read(run.client, run.prefix, lock_wait=run.lock_wait)
         p, actions = _plan_push(scan, record, tree_, force, max_delete)
         if dry_run:
             return Outcome(actions, tree_.committed_index, True, _warnings(scan, tree_))
@@ -205,17 +217,23 @@ def push(
                         f"value limit; nothing was pushed (add it to {tree.IGNORE_FILE} or "
                         "shrink it)"
                     )
-            with push_lock(run) as lease:
-                # Planned again under the lock if another push committed meanwhile.
-                if not remote.unchanged_since(run.client, tree_):
-                    tree_ = remote.read(
-                        run.client, run.prefix, lock_wait=run.lock_wait, session=lease.session
-                    )
-                    p, actions = _plan_push(scan, record, tree_, force, max_delete)
-                revision = tree_.committed_index
-                if _needs_write(tree_, actions):
-                    with run.bar("pushing", len(actions) + len(tree_.adopt)):
-                        revision = _write(run, lease, tree_, actions, limit, scan.contents)
+            prepared = _prepare(run, tree_, actions, limit, scan.contents)
+            committed = _write_unlocked(run, prepared) if prepared.single else None
+            if committed is not None:
+                revision = committed
+            else:
+                with push_lock(run) as lease:
+                    # Planned again under the lock if another push committed meanwhile.
+                    if not remote.unchanged_since(run.client, tree_):
+                        tree_ = remote.read(
+                            run.client, run.prefix, lock_wait=run.lock_wait, session=lease.session
+                        )
+                        p, actions = _plan_push(scan, record, tree_, force, max_delete)
+                        prepared = _prepare(run, tree_, actions, limit, scan.contents)
+                    revision = tree_.committed_index
+                    if _needs_write(tree_, actions):
+                        with run.bar("pushing", len(prepared.writes)):
+                            revision = _write(run, lease, prepared)
         _advance(record, p, actions, revision)
         record.hash_cache = scan.hash_cache
         state.save(root, record)
@@ -236,7 +254,7 @@ def _plan_push(
     force: bool,
     max_delete: int | None,
 ) -> tuple[Plan, list[Action]]:
-    p = plan(_local_files(scan), record.files, tree_.files)
+    p = plan(scan.files, record.files, tree_.files)
     _refuse_conflicts(p, "push", force)
     actions = p.pushes(force=force)
     check_deletes(actions, len(tree_.files), max_delete=max_delete, force=force, side="in Consul")
@@ -277,15 +295,34 @@ class _Write:
         return 4 * (size // 3 + 1) + 2 * len(f"{prefix}/{self.path}".encode()) + 128
 
 
-def _write(
+@dataclass
+class _Prepared:
+    """A push's writes, packed into transactions, and the manifest that commits them."""
+
+    tree: RemoteTree
+    writes: list[_Write]
+    manifest: bytes
+    batches: list[list[_Write]]
+    large: list[_Write]
+    limit: int
+
+    @property
+    def single(self) -> bool:
+        """Everything fits one transaction beside the manifest and a lock check."""
+        if self.large or len(self.batches) > 1:
+            return False
+        batch = self.batches[0] if self.batches else []
+        body = sum(w.estimate(self.tree.prefix) for w in batch) + 4 * len(self.manifest) // 3
+        return len(batch) <= SINGLE_TXN_FILES and body + 1024 < TXN_MAX_BODY
+
+
+def _prepare(
     run: Run,
-    lease: _Lease,
     tree_: RemoteTree,
     actions: Sequence[Action],
     limit: int,
     contents: Mapping[str, bytes],
-) -> int:
-    """Write the actions and commit the manifest; returns the new manifest's ModifyIndex."""
+) -> _Prepared:
     changed = {a.path for a in actions}
     writes = [_Write(a.path, a.target, contents.get(a.path)) for a in actions] + [
         _Write(path, tree_.files[path], tree_.values[path])
@@ -298,28 +335,44 @@ def _write(
             files.pop(action.path, None)
         else:
             files[action.path] = action.target
-    manifest = encode(files, max_size=limit)
     fits = [w.estimate(run.prefix) <= TXN_MAX_BODY // 2 for w in writes]
     large = [w for w, ok in zip(writes, fits, strict=True) if not ok]
     batches = _pack([w for w, ok in zip(writes, fits, strict=True) if ok], run.prefix)
-    body = sum(w.estimate(run.prefix) for w in batches[0]) if batches else 0
-    if (
-        not large
-        and len(batches) <= 1
-        and body + 4 * len(manifest) // 3 + 1024 < TXN_MAX_BODY
-        and sum(map(len, batches)) < TXN_MAX_OPS
-    ):
-        # The common case: files and manifest in one transaction, all or nothing.
-        ops = [_op(run, w, limit) for w in (batches[0] if batches else [])]
-        index = _commit(run, [*ops, _manifest_op(run, manifest, tree_.manifest_index)])
-        run.tick(len(ops))
-        return index
+    return _Prepared(tree_, writes, encode(files, max_size=limit), batches, large, limit)
+
+
+def _single_txn(run: Run, prepared: _Prepared, guard: list[Op]) -> int:
+    """Files and manifest in one transaction, all or nothing."""
+    batch = prepared.batches[0] if prepared.batches else []
+    ops = [_op(run, w, prepared.limit) for w in batch]
+    manifest = _manifest_op(run, prepared.manifest, prepared.tree.manifest_index)
+    index = _commit(run, [*guard, *ops, manifest])
+    run.tick(len(ops))
+    return index
+
+
+def _write_unlocked(run: Run, prepared: _Prepared) -> int | None:
+    """The common small push: one transaction that also checks no push holds the lock, so it
+    needs no session. None when it was refused (lock held, or the manifest moved)."""
+    try:
+        return _single_txn(run, prepared, [kv_check_not_exists(lock_key(run.prefix))])
+    except ConflictError as exc:
+        if isinstance(exc.__cause__, TxnFailed):
+            return None
+        raise
+
+
+def _write(run: Run, lease: _Lease, prepared: _Prepared) -> int:
+    """Write under the lock and commit the manifest; returns the new manifest's ModifyIndex."""
+    if prepared.single:
+        return _single_txn(run, prepared, [])
+    tree_, limit = prepared.tree, prepared.limit
     index = tree_.manifest_index
     if tree_.committed_index == 0:
         # Commit the tree as it stands first, so that every batch below counts as
         # uncommitted to readers until the final manifest lands.
         index = _commit_manifest(run, encode(tree_.files, max_size=limit), index)
-    check = {"KV": {"Verb": "check-index", "Key": manifest_key(run.prefix), "Index": index}}
+    check = kv_check_index(manifest_key(run.prefix), index)
 
     def send(batch: list[_Write]) -> int:
         _commit(run, encode_txn([check, *(_op(run, w, limit) for w in batch)]))
@@ -327,18 +380,19 @@ def _write(
 
     # Batches touch disjoint keys and each checks the manifest, so their order is free; several
     # in flight let Consul apply one while the next is encoded and sent.
+    batches = prepared.batches
     with closing(in_flight(send, batches, depth=IN_FLIGHT, name="fileconsul-push")) as done:
         for sent in done:
             lease.keep()
             run.tick(sent)
-    for write in large:
+    for write in prepared.large:
         lease.keep()
         assert write.target is not None
         data = _content(run, write, limit)
         run.client.put(f"{run.prefix}/{write.path}", data, flags=hash_to_flags(write.target.hash))
         run.tick()
     lease.keep()
-    return _commit_manifest(run, manifest, index)
+    return _commit_manifest(run, prepared.manifest, index)
 
 
 def in_flight(
@@ -439,12 +493,12 @@ def pull(
     root = run.settings.basepath
     with state.local_lock(root):
         record = state.load(root, run.prefix)
-        scan = tree.scan(root, record.hash_cache)
         if entries is not None:
+            scan = tree.scan(root, record.hash_cache)
             tree_ = remote.from_entries(run.prefix, entries)
         else:
-            tree_ = remote.read(run.client, run.prefix, lock_wait=run.lock_wait, stale=run.stale)
-        p = plan(_local_files(scan), record.files, tree_.files)
+            scan, tree_ = _scan_and_read(run, record, stale=run.stale)
+        p = plan(scan.files, record.files, tree_.files)
         _refuse_conflicts(p, "pull", force)
         actions = p.pulls(force=force)
         check_deletes(actions, len(scan.files), max_delete=max_delete, force=force, side="locally")
@@ -481,8 +535,7 @@ def _apply(
                     run.tick()
             applied += [a for a in actions if a.target is None]
             for action in applied:
-                expected = scan.files.get(action.path)
-                if writer.current(action.path) != (expected.stat_key if expected else None):
+                if writer.current(action.path) != scan.stats.get(action.path):
                     raise ConflictError(
                         f"{action.path} changed locally during the pull; nothing was changed "
                         "(run pull again)"

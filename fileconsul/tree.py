@@ -33,18 +33,17 @@ _CHUNK = 1 << 20
 #: A file modified this recently may change again within the same timestamp tick: its hash is
 #: not cached (file systems stamp with a clock that advances every few milliseconds).
 _RACY_NS = 100_000_000
+#: From this many files or directories on, one syncfs(2) beats an fsync of each; below it,
+#: fsync flushes only what fileconsul wrote, not every other writer's data on the disk.
+_SYNCFS_FROM = 16
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-@dataclass(frozen=True)
-class LocalFile:
-    info: FileInfo
-    stat_key: StatKey
 
 
 @dataclass
 class Scan:
-    files: dict[str, LocalFile] = field(default_factory=dict)
+    files: dict[str, FileInfo] = field(default_factory=dict)
+    #: Each file's (size, mtime, inode) when it was scanned.
+    stats: dict[str, StatKey] = field(default_factory=dict)
     #: (path, reason) of entries skipped with a warning: links, FIFOs, sockets, devices.
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: (path, reason) of files whose names cannot be keys: a push refuses them.
@@ -124,7 +123,7 @@ def scan(
     spec = _ignore_spec(root)
     result = Scan()
     now_ns = time.time_ns()
-    for rel, entry in _walk(root, "", spec, result):
+    for rel, entry in _walk(root, spec, result):
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:
@@ -143,37 +142,49 @@ def scan(
                 keep_bytes -= st.st_size
         if now_ns - st.st_mtime_ns > _RACY_NS:
             result.hash_cache[rel] = (key, digest)
-        result.files[rel] = LocalFile(FileInfo(digest, st.st_size, file_mode(st)), key)
+        result.files[rel] = FileInfo(digest, st.st_size, file_mode(st))
+        result.stats[rel] = key
+    # Directories are read in no particular order; reports list paths sorted.
+    result.skipped.sort()
+    result.unsafe.sort()
+    result.leftovers.sort()
     return result
 
 
 def _walk(
-    root: Path, rel_dir: str, spec: pathspec.GitIgnoreSpec | None, result: Scan
+    root: Path, spec: pathspec.GitIgnoreSpec | None, result: Scan
 ) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    try:
-        entries = sorted(os.scandir(root / rel_dir if rel_dir else root), key=lambda e: e.name)
-    except OSError as exc:
-        raise InvalidInput(f"cannot list {rel_dir or root} ({exc.strerror})") from exc
-    for entry in entries:
-        rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-        if not rel_dir and entry.name == INTERNAL_DIR:
-            continue
-        if entry.name.startswith(TMP_PREFIX):
-            result.leftovers.append(rel)
-            continue
-        is_dir = entry.is_dir(follow_symlinks=False)
-        if spec is not None and spec.match_file(rel + "/" if is_dir else rel):
-            continue
-        if entry.is_symlink():
-            result.skipped.append((rel, "symbolic link, not followed"))
-        elif is_dir:
-            yield from _walk(root, rel, spec, result)
-        elif not entry.is_file(follow_symlinks=False):
-            result.skipped.append((rel, "not a regular file"))
-        elif (reason := unsafe_reason(rel)) is not None:
-            result.unsafe.append((rel, reason))
-        else:
-            yield rel, entry
+    """Every regular file to sync, as (relative path, entry); the rest is noted on `result`."""
+    base = os.fspath(root)
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        try:
+            entries = list(os.scandir(os.path.join(base, rel_dir) if rel_dir else base))
+        except OSError as exc:
+            raise InvalidInput(f"cannot list {rel_dir or root} ({exc.strerror})") from exc
+        for entry in entries:
+            name = entry.name
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if not rel_dir and name == INTERNAL_DIR:
+                continue
+            if name.startswith(TMP_PREFIX):
+                result.leftovers.append(rel)
+                continue
+            is_dir = entry.is_dir(follow_symlinks=False)
+            if spec is not None and spec.match_file(rel + "/" if is_dir else rel):
+                continue
+            if is_dir:
+                pending.append(rel)
+            elif entry.is_file(follow_symlinks=False):
+                if (reason := unsafe_reason(rel)) is None:
+                    yield rel, entry
+                else:
+                    result.unsafe.append((rel, reason))
+            elif entry.is_symlink():
+                result.skipped.append((rel, "symbolic link, not followed"))
+            else:
+                result.skipped.append((rel, "not a regular file"))
 
 
 def read_file(root: Path, rel: str, limit: int) -> tuple[bytes, os.stat_result]:
@@ -313,10 +324,10 @@ class TreeWriter:
         return staged
 
     def durable(self) -> None:
-        """Get every staged file's bytes to disk before any is renamed in: one syncfs(2) of
-        the basepath's file system where Linux offers it (one journal commit instead of one
-        per file), else an fsync of each file."""
-        if not self.staged or self._syncfs():
+        """Get every staged file's bytes to disk before any is renamed in: for many files one
+        syncfs(2) of the basepath's file system where Linux offers it (one journal commit
+        instead of one per file), else an fsync of each file."""
+        if not self.staged or (len(self.staged) >= _SYNCFS_FROM and self._syncfs()):
             return
         for item in self.staged:
             fd = os.open(item.tmp_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=item.dir_fd)
@@ -369,8 +380,9 @@ class TreeWriter:
             rel_dir = parent_rel
 
     def sync_dirs(self) -> None:
-        """Make the renames and deletes durable: one syncfs, else an fsync of each directory."""
-        if self._syncfs():
+        """Make the renames and deletes durable: one syncfs for many directories, else an
+        fsync of each."""
+        if len(self._dirs) >= _SYNCFS_FROM and self._syncfs():
             return
         for fd in self._dirs.values():
             os.fsync(fd)

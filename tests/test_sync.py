@@ -203,34 +203,41 @@ def test_a_push_planned_on_an_old_manifest_loses_its_check_and_set(make_node: An
     from fileconsul.plan import Action
 
     action = Action("f", "modified", FileInfo(content_hash(b"changed"), 7, 0o644))
+    prepared = sync._prepare(run, stale, [action], 512 * 1024, {})
+    assert sync._write_unlocked(run, prepared) is None
+    assert kv.tree(a.prefix) == before
     with (
         sync.push_lock(run) as lease,
         pytest.raises(ConflictError, match="another push committed first"),
     ):
-        sync._write(run, lease, stale, [action], 512 * 1024, {})
+        sync._write(run, lease, prepared)
     run.client.close()
     assert kv.tree(a.prefix) == before
 
 
-def test_up_to_63_files_are_one_transaction_with_the_manifest(node: Node, kv: KV) -> None:
+def test_up_to_62_files_are_one_transaction_with_the_manifest_and_no_lock(
+    node: Node, kv: KV
+) -> None:
     from fileconsul import sync
 
-    for i in range(63):
+    for i in range(62):
         node.write(f"d{i % 7}/f{i}", f"content {i}\n")
     transport = RecordingTransport()
     run = library_run(node, transport)
     outcome = sync.push(run)
     run.client.close()
-    assert len(outcome.actions) == 63
+    assert len(outcome.actions) == 62
     writes = [t for t in transport.txns() if any(op["KV"]["Verb"] != "get-tree" for op in t)]
     assert len(writes) == 1
     assert len(writes[0]) == 64
+    assert writes[0][0]["KV"] == {"Verb": "check-not-exists", "Key": f"{node.prefix}.lock"}
     assert writes[0][-1]["KV"]["Key"] == f"{node.prefix}/.fileconsul/manifest"
     assert writes[0][-1]["KV"]["Verb"] == "cas"
-    assert len(kv.files(node.prefix)) == 63
+    assert not [p for _, p, _ in transport.requests if p.startswith("/v1/session/")]
+    assert len(kv.files(node.prefix)) == 62
 
 
-def test_more_than_63_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> None:
+def test_more_than_62_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> None:
     from fileconsul import sync
 
     for i in range(300):
