@@ -6,7 +6,6 @@ tree, so that callers never see an httpx exception.
 
 from __future__ import annotations
 
-import base64
 import json
 import ssl
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pybase64
 
 from fileconsul.config import ConsulSettings
 from fileconsul.errors import (
@@ -50,7 +50,7 @@ class KVEntry:
         value = raw.get("Value")
         return cls(
             key=raw["Key"],
-            value=base64.b64decode(value) if value else b"",
+            value=pybase64.b64decode(value, validate=True) if value else b"",
             flags=int(raw.get("Flags") or 0),
             modify_index=int(raw.get("ModifyIndex") or 0),
             session=raw.get("Session") or None,
@@ -101,7 +101,7 @@ def encode_txn(ops: Sequence[Op]) -> bytes:
 
 
 def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode("ascii")
+    return pybase64.b64encode_as_string(value)
 
 
 def _ssl_context(settings: ConsulSettings) -> ssl.SSLContext:

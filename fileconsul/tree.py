@@ -18,14 +18,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pathspec
 import xxhash
 
 from fileconsul.errors import InvalidInput
 from fileconsul.keys import INTERNAL_DIR, unsafe_reason
 from fileconsul.manifest import FileInfo
 from fileconsul.state import StatKey
+
+if TYPE_CHECKING:
+    import pathspec
 
 IGNORE_FILE = ".fileconsulignore"
 TMP_PREFIX = ".fileconsul-tmp-"
@@ -71,6 +74,9 @@ def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {root / IGNORE_FILE} ({exc}); fix or remove it") from exc
+    # Imported here: most trees have no ignore file, and the import costs a command ~10 ms.
+    import pathspec
+
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 

@@ -12,12 +12,15 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = {
     "first push",
     "consul kv import",
-    "floor: txn writes",
+    "floor: txn writes, 1 in flight",
+    "floor: txn writes, 4 in flight",
     "status, no change",
     "status, one changed",
     "pull into empty dir",
     "consul kv export",
-    "floor: reads",
+    "floor: one ?recurse read",
+    "floor: txn gets, 1 in flight",
+    "floor: txn gets, 4 in flight",
     "pull one changed",
     "push one changed",
 }

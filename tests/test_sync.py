@@ -389,3 +389,34 @@ def test_ignore_rules_symlinks_and_fifos_are_not_synced(node: Node, kv: KV, tmp_
     assert sorted(kv.files(node.prefix)) == [".fileconsulignore", "keep.swp", "real"]
     assert "skipped link: symbolic link, not followed" in result.stderr
     assert "skipped fifo: not a regular file" in result.stderr
+
+
+def test_a_record_of_the_first_format_is_still_read(make_node: Any, kv: KV) -> None:
+    a = make_node("a")
+    a.write("f", "1")
+    a.write("d/g", "2", 0o755)
+    assert a.run("push").exit_code == 0
+    (path,) = (a.root / ".fileconsul" / "records").iterdir()
+    new = json.loads(path.read_bytes())
+    files, cache = new["files"], new["cache"]
+    old = {
+        "format": 1,
+        "prefix": new["prefix"],
+        "revision": new["revision"],
+        "files": {
+            p: [files["hashes"][16 * i : 16 * i + 16], files["sizes"][i], files["modes"][i]]
+            for i, p in enumerate(files["paths"])
+        },
+        "hash_cache": {
+            p: [cache["stats"][3 * i : 3 * i + 3], cache["hashes"][16 * i : 16 * i + 16]]
+            for i, p in enumerate(cache["paths"])
+        },
+    }
+    path.write_text(json.dumps(old))
+    result = a.run("status")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "Everything up-to-date.\n"
+    a.write("f", "changed")
+    assert a.run("push").exit_code == 0
+    assert json.loads(path.read_bytes())["format"] == 2
+    assert kv.files(a.prefix)["f"] == b"changed"
