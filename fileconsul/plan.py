@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from fileconsul.errors import InvalidInput
 from fileconsul.manifest import FileInfo
@@ -17,8 +17,7 @@ ChangeKind = Literal["added", "modified", "deleted", "mode"]
 Files = Mapping[str, FileInfo]
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     """One change to carry to the other side: `target` is the new state there, None to delete."""
 
     path: str
@@ -26,8 +25,7 @@ class Action:
     target: FileInfo | None
 
 
-@dataclass(frozen=True)
-class Conflict:
+class Conflict(NamedTuple):
     path: str
     local: ChangeKind
     remote: ChangeKind

@@ -1,7 +1,8 @@
 """The local record of the last synced state, kept in `<basepath>/.fileconsul/`.
 
-The record is the base of the three-way comparison. It also caches each file's hash under
-its (size, mtime, inode) so that a status of an unchanged tree reads no file contents.
+The record (`records/`) is the base of the three-way comparison, written durably. Beside it
+(`cache/`), each file's hash under its (size, mtime, inode), so that a status of an unchanged
+tree reads no file contents; the cache is disposable and written without fsync.
 """
 
 from __future__ import annotations
@@ -43,12 +44,17 @@ def _record_path(basepath: Path, prefix: str) -> Path:
     return internal_dir(basepath) / "records" / (quote(prefix, safe="") + ".json")
 
 
+def _cache_path(basepath: Path, prefix: str) -> Path:
+    return internal_dir(basepath) / "cache" / (quote(prefix, safe="") + ".json")
+
+
 def load(basepath: Path, prefix: str) -> Record:
     path = _record_path(basepath, prefix)
+    cache = _load_cache(basepath, prefix)
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
-        return Record(prefix=prefix)
+        return Record(prefix=prefix, hash_cache=cache)
     except (OSError, ValueError) as exc:
         raise InvalidInput(
             f"the local record {path} is unreadable ({exc}); remove it to start over "
@@ -59,33 +65,54 @@ def load(basepath: Path, prefix: str) -> Record:
             files = {p: FileInfo(h, n, m) for p, (h, n, m) in data["files"].items()}
             cache = {p: ((s[0], s[1], s[2]), h) for p, (s, h) in data["hash_cache"].items()}
         else:
-            files, cache = from_columns(data["files"]), _cache_from_columns(data["cache"])
+            files = from_columns(data["files"])
         return Record(prefix, int(data.get("revision", 0)), files, True, cache)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise InvalidInput(f"the local record {path} is corrupt ({exc}); remove it") from exc
 
 
+def _load_cache(basepath: Path, prefix: str) -> HashCache:
+    """The hash cache; empty when missing or unreadable (it only saves reading files again)."""
+    try:
+        return _cache_from_columns(json.loads(_cache_path(basepath, prefix).read_bytes()))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return {}
+
+
 def save(basepath: Path, record: Record) -> None:
-    path = _record_path(basepath, record.prefix)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the record durably (it is the base of every later plan), then the hash cache."""
     data = {
         "format": FORMAT,
         "prefix": record.prefix,
         "revision": record.revision,
         "files": columns(record.files),
-        "cache": _cache_columns(record.hash_cache),
     }
+    _replace(_record_path(basepath, record.prefix), data, durable=True)
+    save_cache(basepath, record)
+
+
+def save_cache(basepath: Path, record: Record) -> None:
+    """Write the hash cache, not durably: a cache lost in a crash costs a rehash, and its
+    entries are keyed by stat, so an old one never vouches for a changed file."""
+    data = _cache_columns(record.hash_cache)
+    _replace(_cache_path(basepath, record.prefix), data, durable=False)
+
+
+def _replace(path: Path, data: dict[str, Any], *, durable: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
         handle.write(json.dumps(data, separators=(",", ":")).encode())
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if durable:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def _cache_columns(cache: HashCache) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from fileconsul import remote, state, tree
 from fileconsul.config import Settings
@@ -149,7 +149,7 @@ def status(run: Run) -> Status:
         # Like `git status` refreshing its index: only the hash cache moves, never the base.
         with suppress(ConflictError), state.local_lock(root, wait=0):
             record.hash_cache = scan.hash_cache
-            state.save(root, record)
+            state.save_cache(root, record)
     p = plan(scan.files, record.files, tree_.files)
     return Status(run.prefix, p, tree_, scan, record)
 
@@ -159,12 +159,17 @@ def _scan_and_read(
 ) -> tuple[tree.Scan, RemoteTree]:
     """The local scan and the remote read, side by side: one mostly waits on the disk, the
     other on Consul. A scan error comes first, as if the two ran one after the other."""
+
+    def read() -> RemoteTree:
+        remote_tree = remote.read(run.client, run.prefix, lock_wait=run.lock_wait, stale=stale)
+        if keep_bytes:
+            run.client.max_value_size()  # a push needs it; asked now, it is cached for then
+        return remote_tree
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-read") as pool:
-        read = pool.submit(
-            remote.read, run.client, run.prefix, lock_wait=run.lock_wait, stale=stale
-        )
+        future = pool.submit(read)
         scan = tree.scan(run.settings.basepath, record.hash_cache, keep_bytes=keep_bytes)
-        return scan, read.result()
+        return scan, future.result()
 
 
 def _refuse_conflicts(p: Plan, command: str, force: bool) -> None:
@@ -284,15 +289,22 @@ def push_lock(run: Run) -> Iterator[_Lease]:
         yield _Lease(run, session)
 
 
-@dataclass
-class _Write:
+class _Write(NamedTuple):
     path: str
     target: FileInfo | None
-    value: bytes | None = None  # known already (an adopted value); else read from disk
+    value: bytes | None  # known already (an adopted value); else read from disk
+    #: Bytes of JSON its operation takes in a transaction, about.
+    cost: int
 
-    def estimate(self, prefix: str) -> int:
-        size = self.target.size if self.target else 0
-        return 4 * (size // 3 + 1) + 2 * len(f"{prefix}/{self.path}".encode()) + 128
+    @classmethod
+    def of(cls, prefix: str, path: str, target: FileInfo | None, value: bytes | None) -> _Write:
+        size = target.size if target else 0
+        return cls(path, target, value, 4 * (size // 3 + 1) + 2 * _json_len(prefix + path) + 128)
+
+
+def _json_len(text: str) -> int:
+    """At most how long `text` is as a JSON string (a non-ASCII character can take 12 bytes)."""
+    return len(text) + 3 if text.isascii() else 12 * len(text) + 3
 
 
 @dataclass
@@ -312,7 +324,7 @@ class _Prepared:
         if self.large or len(self.batches) > 1:
             return False
         batch = self.batches[0] if self.batches else []
-        body = sum(w.estimate(self.tree.prefix) for w in batch) + 4 * len(self.manifest) // 3
+        body = sum(w.cost for w in batch) + 4 * len(self.manifest) // 3
         return len(batch) <= SINGLE_TXN_FILES and body + 1024 < TXN_MAX_BODY
 
 
@@ -324,8 +336,9 @@ def _prepare(
     contents: Mapping[str, bytes],
 ) -> _Prepared:
     changed = {a.path for a in actions}
-    writes = [_Write(a.path, a.target, contents.get(a.path)) for a in actions] + [
-        _Write(path, tree_.files[path], tree_.values[path])
+    prefix = run.prefix
+    writes = [_Write.of(prefix, a.path, a.target, contents.get(a.path)) for a in actions] + [
+        _Write.of(prefix, path, tree_.files[path], tree_.values[path])
         for path in sorted(tree_.adopt - changed)
         if path in tree_.values
     ]
@@ -335,9 +348,8 @@ def _prepare(
             files.pop(action.path, None)
         else:
             files[action.path] = action.target
-    fits = [w.estimate(run.prefix) <= TXN_MAX_BODY // 2 for w in writes]
-    large = [w for w, ok in zip(writes, fits, strict=True) if not ok]
-    batches = _pack([w for w, ok in zip(writes, fits, strict=True) if ok], run.prefix)
+    large = [w for w in writes if w.cost > TXN_MAX_BODY // 2]
+    batches = _pack([w for w in writes if w.cost <= TXN_MAX_BODY // 2])
     return _Prepared(tree_, writes, encode(files, max_size=limit), batches, large, limit)
 
 
@@ -413,18 +425,17 @@ def in_flight(
                 future.cancel()
 
 
-def _pack(writes: list[_Write], prefix: str) -> list[list[_Write]]:
+def _pack(writes: list[_Write]) -> list[list[_Write]]:
     """Group writes into transactions: one slot is kept for the manifest or its check."""
     batches: list[list[_Write]] = []
     current: list[_Write] = []
     size = 0
     for write in writes:
-        cost = write.estimate(prefix)
-        if current and (len(current) >= TXN_MAX_OPS - 1 or size + cost > TXN_MAX_BODY - 1024):
+        if current and (len(current) >= TXN_MAX_OPS - 1 or size + write.cost > TXN_MAX_BODY - 1024):
             batches.append(current)
             current, size = [], 0
         current.append(write)
-        size += cost
+        size += write.cost
     if current:
         batches.append(current)
     return batches

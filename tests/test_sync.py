@@ -397,8 +397,9 @@ def test_a_record_of_the_first_format_is_still_read(make_node: Any, kv: KV) -> N
     a.write("d/g", "2", 0o755)
     assert a.run("push").exit_code == 0
     (path,) = (a.root / ".fileconsul" / "records").iterdir()
-    new = json.loads(path.read_bytes())
-    files, cache = new["files"], new["cache"]
+    (cache_path,) = (a.root / ".fileconsul" / "cache").iterdir()
+    new, cache = json.loads(path.read_bytes()), json.loads(cache_path.read_bytes())
+    files = new["files"]
     old = {
         "format": 1,
         "prefix": new["prefix"],
@@ -413,6 +414,7 @@ def test_a_record_of_the_first_format_is_still_read(make_node: Any, kv: KV) -> N
         },
     }
     path.write_text(json.dumps(old))
+    cache_path.unlink()
     result = a.run("status")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "Everything up-to-date.\n"
@@ -420,3 +422,21 @@ def test_a_record_of_the_first_format_is_still_read(make_node: Any, kv: KV) -> N
     assert a.run("push").exit_code == 0
     assert json.loads(path.read_bytes())["format"] == 2
     assert kv.files(a.prefix)["f"] == b"changed"
+
+
+def test_a_lost_or_torn_hash_cache_costs_a_rehash_and_nothing_else(make_node: Any) -> None:
+    a = make_node("a")
+    a.write("f", "1")
+    os.utime(a.root / "f", (1_700_000_000, 1_700_000_000))  # old enough to be cached
+    assert a.run("push").exit_code == 0
+    (cache,) = (a.root / ".fileconsul" / "cache").iterdir()
+    cache.write_text('{"paths": ["f"], "sta')
+    result = a.run("status", "-v")
+    assert result.exit_code == 0, result.stderr
+    assert "Everything up-to-date." in result.stdout
+    assert json.loads(cache.read_text())["paths"] == ["f"]
+    cache.unlink()
+    a.write("f", "2")
+    result = a.run("status")
+    assert result.exit_code == 1
+    assert "f" in result.stdout
