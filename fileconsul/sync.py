@@ -545,12 +545,12 @@ def _apply(
                     applied.append(action)
                     run.tick()
             applied += [a for a in actions if a.target is None]
-            for action in applied:
-                if writer.current(action.path) != scan.stats.get(action.path):
-                    raise ConflictError(
-                        f"{action.path} changed locally during the pull; nothing was changed "
-                        "(run pull again)"
-                    )
+            changed = writer.local_changes([a.path for a in applied], scan.stats)
+            if changed:
+                raise ConflictError(
+                    f"{changed[0]} changed locally during the pull; nothing was changed "
+                    "(run pull again)"
+                )
             writer.durable()
         except BaseException as exc:
             writer.discard_all()

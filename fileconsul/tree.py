@@ -11,6 +11,7 @@ import functools
 import itertools
 import os
 import secrets
+import shutil
 import stat
 import threading
 import time
@@ -223,20 +224,33 @@ class UnsafeLocalPath(InvalidInput):
 
 @dataclass(frozen=True)
 class Staged:
+    """A file, or a whole new directory, written under a temporary name beside its place."""
+
     rel: str
     dir_fd: int
     tmp_name: str
     name: str
+    is_dir: bool = False
 
 
 class TreeWriter:
-    """Writes and deletes files below `root`, never following a link, always atomically."""
+    """Writes and deletes files below `root`, never following a link, always atomically.
+
+    A file whose directory exists is written to a temporary file beside it. A file whose
+    directory does not exist yet is written, under its own name, into a temporary copy of the
+    highest missing directory, which is renamed in whole: one rename for a new subtree rather
+    than one per file.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._dirs: dict[str, int] = {}
-        #: Every file staged and not yet renamed in or discarded.
+        #: Directories inside staged new subtrees, by the relative path they will have.
+        self._inside: dict[str, int] = {}
+        #: Every file or new directory staged and not yet renamed in or discarded.
         self.staged: list[Staged] = []
+        #: Every file written, as (directory descriptor, name on disk), for fsync.
+        self._written: list[tuple[int, str]] = []
         # Files are staged from several threads at once (their writes overlap).
         self._lock = threading.Lock()
         self._token = secrets.token_hex(4)
@@ -250,34 +264,33 @@ class TreeWriter:
         self.close()
 
     def close(self) -> None:
-        for fd in self._dirs.values():
+        for fd in [*self._dirs.values(), *self._inside.values()]:
             os.close(fd)
         self._dirs.clear()
+        self._inside.clear()
 
-    def _dir(self, rel_dir: str, *, create: bool) -> int | None:
+    def _dir(self, rel_dir: str) -> int | None:
+        """The descriptor of the existing directory `rel_dir`; None when it is missing."""
         fd = self._dirs.get(rel_dir)
         if fd is not None:
             return fd
         with self._lock:
-            return self._open_dir(rel_dir, create=create)
+            return self._open_dir(rel_dir)
 
-    def _open_dir(self, rel_dir: str, *, create: bool) -> int | None:
+    def _open_dir(self, rel_dir: str) -> int | None:
         if rel_dir in self._dirs:
             return self._dirs[rel_dir]
         if not rel_dir:
             fd = os.open(self.root, _DIR_FLAGS & ~os.O_NOFOLLOW)
         else:
             parent_rel, _, name = rel_dir.rpartition("/")
-            parent = self._open_dir(parent_rel, create=create)
+            parent = self._open_dir(parent_rel)
             if parent is None:
                 return None
             try:
                 fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
             except FileNotFoundError:
-                if not create:
-                    return None
-                os.mkdir(name, 0o755, dir_fd=parent)
-                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                return None
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafeLocalPath(
@@ -288,10 +301,35 @@ class TreeWriter:
         self._dirs[rel_dir] = fd
         return fd
 
+    def _new_dir(self, rel_dir: str) -> int | None:
+        """Where files of the missing directory `rel_dir` go: a directory inside a staged
+        subtree. None when `rel_dir` exists."""
+        if rel_dir in self._inside:
+            return self._inside[rel_dir]
+        if self._open_dir(rel_dir) is not None:
+            return None
+        up, _, name = rel_dir.rpartition("/")
+        outer = self._new_dir(up)
+        if outer is None:
+            parent = self._open_dir(up)
+            assert parent is not None
+            tmp_name = self._tmp_name()
+            os.mkdir(tmp_name, 0o755, dir_fd=parent)
+            fd = os.open(tmp_name, _DIR_FLAGS, dir_fd=parent)
+            self.staged.append(Staged(rel_dir, parent, tmp_name, name, is_dir=True))
+        else:
+            os.mkdir(name, 0o755, dir_fd=outer)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=outer)
+        self._inside[rel_dir] = fd
+        return fd
+
+    def _tmp_name(self) -> str:
+        return f"{TMP_PREFIX}{self._token}-{next(self._count)}"
+
     def current(self, rel: str) -> StatKey | None:
         """The stat key of the regular file at `rel`, None when absent; refuses anything else."""
         parent_rel, _, name = rel.rpartition("/")
-        parent = self._dir(parent_rel, create=False)
+        parent = self._dir(parent_rel)
         if parent is None:
             return None
         try:
@@ -302,22 +340,44 @@ class TreeWriter:
             raise UnsafeLocalPath(f"{rel} exists and is not a regular file; fileconsul leaves it")
         return stat_key(st)
 
-    def stage(self, rel: str, data: bytes, mode: int) -> Staged:
-        """Write `data` to a temporary file beside `rel`, to be made durable with `durable`
-        and then renamed in. Safe to call from several threads."""
+    def local_changes(self, paths: list[str], expected: Mapping[str, StatKey]) -> list[str]:
+        """Which of `paths` no longer stand as `expected` (their stat when scanned, None for
+        absent), and which new directories had their place taken since staging began."""
+        taken = []
+        for item in self.staged:
+            if item.is_dir:
+                with suppress(FileNotFoundError):
+                    os.stat(item.name, dir_fd=item.dir_fd, follow_symlinks=False)
+                    taken.append(item.rel)
+        for path in paths:
+            was = expected.get(path)
+            # A file of a new directory is still absent while that directory's place is free.
+            if was is None and path.rpartition("/")[0] in self._inside:
+                continue
+            if self.current(path) != was:
+                taken.append(path)
+        return taken
+
+    def stage(self, rel: str, data: bytes, mode: int) -> None:
+        """Write `data` where `rel` will appear once `durable` and `commit_all` have run.
+        Safe to call from several threads."""
         parent_rel, _, name = rel.rpartition("/")
-        parent = self._dir(parent_rel, create=True)
-        assert parent is not None
-        tmp_name = f"{TMP_PREFIX}{self._token}-{next(self._count)}"
+        with self._lock:
+            inside = self._new_dir(parent_rel) if parent_rel else None
+            parent = inside if inside is not None else self._open_dir(parent_rel)
+            assert parent is not None
+            if inside is None:
+                disk_name = self._tmp_name()
+                self.staged.append(Staged(rel, parent, disk_name, name))
+            else:
+                disk_name = name
+            self._written.append((parent, disk_name))
         fd = os.open(
-            tmp_name,
+            disk_name,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
             mode & 0o777,
             dir_fd=parent,
         )
-        staged = Staged(rel, parent, tmp_name, name)
-        with self._lock:
-            self.staged.append(staged)
         try:
             view = memoryview(data)
             while view:
@@ -327,44 +387,55 @@ class TreeWriter:
                 os.fchmod(fd, mode & 0o777)
         finally:
             os.close(fd)
-        return staged
 
     def durable(self) -> None:
         """Get every staged file's bytes to disk before any is renamed in: for many files one
         syncfs(2) of the basepath's file system where Linux offers it (one journal commit
-        instead of one per file), else an fsync of each file."""
-        if not self.staged or (len(self.staged) >= _SYNCFS_FROM and self._syncfs()):
+        instead of one per file), else an fsync of each file and new directory."""
+        if not self._written or (len(self._written) >= _SYNCFS_FROM and self._syncfs()):
             return
-        for item in self.staged:
-            fd = os.open(item.tmp_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=item.dir_fd)
+        for dir_fd, name in self._written:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        for fd in self._inside.values():
+            os.fsync(fd)
 
     def commit_all(self) -> None:
-        """Rename every staged file into its place."""
+        """Rename every staged file and new directory into its place."""
         for item in self.staged:
             os.rename(item.tmp_name, item.name, src_dir_fd=item.dir_fd, dst_dir_fd=item.dir_fd)
         self.staged.clear()
+        self._written.clear()
 
     def discard_all(self) -> None:
         for item in self.staged:
             with suppress(OSError):
-                os.unlink(item.tmp_name, dir_fd=item.dir_fd)
+                if item.is_dir:
+                    shutil.rmtree(item.tmp_name, dir_fd=item.dir_fd)
+                else:
+                    os.unlink(item.tmp_name, dir_fd=item.dir_fd)
         self.staged.clear()
+        self._written.clear()
 
     def remove_leftover(self, rel: str) -> None:
-        """Remove a temporary file an interrupted pull left (never through a link)."""
+        """Remove a temporary file or directory an interrupted pull left (never through a
+        link: rmtree with a directory descriptor does not follow them)."""
         parent_rel, _, name = rel.rpartition("/")
         with suppress(OSError, UnsafeLocalPath):
-            parent = self._dir(parent_rel, create=False)
-            if parent is not None and name.startswith(TMP_PREFIX):
+            parent = self._dir(parent_rel)
+            if parent is None or not name.startswith(TMP_PREFIX):
+                return
+            if stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                shutil.rmtree(name, dir_fd=parent)
+            else:
                 os.unlink(name, dir_fd=parent)
 
     def delete(self, rel: str) -> None:
         parent_rel, _, name = rel.rpartition("/")
-        parent = self._dir(parent_rel, create=False)
+        parent = self._dir(parent_rel)
         if parent is None:
             return
         with suppress(FileNotFoundError):
@@ -394,7 +465,7 @@ class TreeWriter:
             os.fsync(fd)
 
     def _syncfs(self) -> bool:
-        root = self._dir("", create=False)
+        root = self._dir("")
         syncfs = _syncfs()
         return root is not None and syncfs is not None and syncfs(root) == 0
 

@@ -361,13 +361,9 @@ class LocalPusher:
         self._thread.join()
 
     def touched(self, path: str) -> None:
-        rel = os.path.relpath(path, self.root)
-        name = os.path.basename(rel)
-        if (
-            rel == INTERNAL_DIR
-            or rel.startswith(INTERNAL_DIR + os.sep)
-            or name.startswith(TMP_PREFIX)
-        ):
+        parts = os.path.relpath(path, self.root).split(os.sep)
+        # A pull stages files in temporary names and temporary new directories.
+        if parts[0] == INTERNAL_DIR or any(part.startswith(TMP_PREFIX) for part in parts):
             return
         self._last = time.monotonic()
         self._changed.set()

@@ -97,11 +97,14 @@ class Node:
 
     def files(self) -> dict[str, bytes]:
         """Every regular file under the root but fileconsul's own directory and the
-        temporary files of an interrupted pull (checked for separately)."""
+        temporary files and directories of an interrupted pull (checked for separately)."""
         found = {}
         for path in sorted(self.root.rglob("*")):
             rel = path.relative_to(self.root).as_posix()
-            own = rel.startswith(".fileconsul/") or path.name.startswith(".fileconsul-tmp-")
+            parts = rel.split("/")
+            own = parts[0] == ".fileconsul" or any(
+                p.startswith(".fileconsul-tmp-") for p in parts
+            )
             if path.is_file() and not path.is_symlink() and not own:
                 found[rel] = path.read_bytes()
         return found

@@ -216,3 +216,56 @@ def test_odd_but_safe_keys_planted_through_txn_are_pulled(node: Node, kv: KV) ->
     result = node.run("pull")
     assert result.exit_code == 0, result.output
     assert node.files() == {name: name.encode() for name in names}
+
+
+def test_a_killed_pulls_staged_directory_is_removed_without_following_its_links(
+    make_node: Any, kv: KV, tmp_path: Path
+) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep").write_text("keep")
+    a, b = make_node("a"), make_node("b")
+    a.write("new/deep/f", "f")
+    assert a.run("push").exit_code == 0
+    # What a pull killed while staging a new directory leaves behind, plus a planted link.
+    left = b.root / ".fileconsul-tmp-dead-0"
+    (left / "deep").mkdir(parents=True)
+    (left / "deep" / "f").write_text("half")
+    (left / "link").symlink_to(precious)
+    result = b.run("pull")
+    assert result.exit_code == 0, result.output
+    assert b.files() == {"new/deep/f": b"f"}
+    assert not left.exists()
+    assert (precious / "keep").read_text() == "keep"
+
+
+def test_a_directory_that_appears_during_a_pull_is_never_overwritten(tmp_path: Path) -> None:
+    from fileconsul import tree
+
+    root = tmp_path / "root"
+    root.mkdir()
+    with tree.TreeWriter(root) as writer:
+        writer.stage("new/a/f", b"pulled", 0o644)
+        writer.stage("new/b/g", b"pulled", 0o644)
+        writer.stage("top", b"pulled", 0o644)
+        assert writer.local_changes(["new/a/f", "new/b/g", "top"], {}) == []
+        (root / "new").mkdir()
+        (root / "new" / "mine").write_text("local")
+        assert writer.local_changes(["new/a/f", "new/b/g", "top"], {}) == ["new"]
+        writer.discard_all()
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["new", "new/mine"]
+
+
+def test_new_directories_are_renamed_in_whole_with_their_modes(make_node: Any, kv: KV) -> None:
+    a, b = make_node("a"), make_node("b")
+    b.write("old/kept", "kept")
+    a.write("old/kept", "kept")
+    a.write("old/new/x", "x", 0o755)
+    a.write("fresh/one/two/y", "y", 0o600)
+    a.write("z", "z")
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    assert b.files() == a.files()
+    for rel in ("old/new/x", "fresh/one/two/y", "z"):
+        assert (b.root / rel).stat().st_mode & 0o777 == (a.root / rel).stat().st_mode & 0o777
+    assert not [p for p in b.root.rglob("*") if ".fileconsul-tmp-" in p.name]
