@@ -188,6 +188,19 @@ class Bench:
         return Measure(time.perf_counter() - start)
 
     @staticmethod
+    def floor_files(root: Path, items: list[tuple[str, bytes]]) -> Measure:
+        """Creating the tree's files with plain os calls, no Consul, no staging, no fsync:
+        what the machine's file system alone costs a pull into an empty directory."""
+        start = time.perf_counter()
+        for rel, data in items:
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+        return Measure(time.perf_counter() - start)
+
+    @staticmethod
     def each(batches: list[Any], send: Callable[[Any], None], depth: int) -> None:
         if depth == 1:
             for batch in batches:
@@ -234,6 +247,7 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
         record("pull into empty dir", partial(bench.fileconsul, "pull", prefix, empty))
         record("consul kv export", lambda: bench.kv_export(prefix))
         record("floor: one ?recurse read", lambda: bench.floor_recurse(prefix))
+        record("floor: creating the files", partial(bench.floor_files, work / f"f{i}", items))
         for depth in FLOOR_DEPTHS:
             record(f"floor: txn gets, {depth} in flight", partial(bench.floor_gets, keys, depth))
     node_b = work / "empty0"
@@ -268,6 +282,9 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
         "first push / consul kv import": round(s["first push"] / s["consul kv import"], 3),
         "first push / floor writes": round(s["first push"] / floor_writes, 3),
         "pull into empty / floor reads": round(s["pull into empty dir"] / floor_reads, 3),
+        "pull into empty / (floor reads + creating the files)": round(
+            s["pull into empty dir"] / (floor_reads + s["floor: creating the files"]), 3
+        ),
         "pull into empty / consul kv export": round(
             s["pull into empty dir"] / s["consul kv export"], 3
         ),
@@ -337,14 +354,14 @@ def table(results: list[dict[str, Any]], watch: dict[str, Any]) -> str:
     lines = []
     for res in results:
         lines.append(f"\n{res['files']} files ({res['tree_bytes'] // 1024} KiB)")
-        lines.append(f"  {'case':<24} {'seconds':>9} {'ms/file':>9} {'received':>12} {'RSS MB':>8}")
+        lines.append(f"  {'case':<34} {'seconds':>9} {'ms/file':>9} {'received':>12} {'RSS MB':>8}")
         for name, c in res["cases"].items():
             lines.append(
-                f"  {name:<24} {c['seconds']:>9.3f} {c['ms_per_file']:>9.3f} "
+                f"  {name:<34} {c['seconds']:>9.3f} {c['ms_per_file']:>9.3f} "
                 f"{c['received_bytes']:>12} {c['peak_rss_mb']:>8}"
             )
         for name, ratio in res["ratios"].items():
-            lines.append(f"  ratio {name:<40} {ratio:>8}")
+            lines.append(f"  ratio {name:<52} {ratio:>8}")
     lines.append(
         f"\nwatch propagation over {watch['pushes']} pushes: p50 {watch['p50_ms']} ms, "
         f"p99 {watch['p99_ms']} ms"

@@ -75,7 +75,12 @@ def classify(base: FileInfo | None, current: FileInfo | None) -> ChangeKind | No
 
 def plan(local: Files, base: Files, remote: Files) -> Plan:
     result = Plan()
-    for path in sorted(set(local) | set(base) | set(remote)):
+    # Only paths whose state differs somewhere can move; on a large quiet tree that is few,
+    # and the set difference of the items finds them without a loop in Python.
+    moved = {p for p, _ in local.items() ^ base.items()} | {
+        p for p, _ in remote.items() ^ base.items()
+    }
+    for path in sorted(moved):
         here, was, there = local.get(path), base.get(path), remote.get(path)
         local_change, remote_change = classify(was, here), classify(was, there)
         if local_change is None and remote_change is None:

@@ -81,20 +81,30 @@ def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
-def _hash_file(path: str | Path, keep: list[bytes] | None = None) -> tuple[str, int]:
-    """The file's hash and size; its bytes are also appended to `keep` when given."""
+def _hash_file(
+    path: str, size_hint: int, keep: list[bytes] | None
+) -> tuple[str, int, os.stat_result]:
+    """The file's hash, the bytes read and its stat after reading; its bytes are also
+    appended to `keep` when given. A read shorter than asked is the end of a regular file, so
+    a file still of its scanned size takes one read."""
     hasher = xxhash.xxh3_64()
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         total = 0
-        while chunk := os.read(fd, _CHUNK):
+        want = min(size_hint + 1, _CHUNK)
+        while True:
+            chunk = os.read(fd, want)
             hasher.update(chunk)
             total += len(chunk)
             if keep is not None:
                 keep.append(chunk)
+            if len(chunk) < want:
+                break
+            want = _CHUNK
+        after = os.fstat(fd)
     finally:
         os.close(fd)
-    return hasher.hexdigest(), total
+    return hasher.hexdigest(), total, after
 
 
 def _hash_stable(
@@ -105,8 +115,7 @@ def _hash_stable(
         if keep is not None:
             keep.clear()
         try:
-            digest, size = _hash_file(path, keep)
-            after = os.stat(path, follow_symlinks=False)
+            digest, size, after = _hash_file(path, st.st_size, keep)
         except OSError as exc:
             raise InvalidInput(
                 f"cannot read {rel} ({exc.strerror}); fix its permissions or add it to "

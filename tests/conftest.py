@@ -102,9 +102,7 @@ class Node:
         for path in sorted(self.root.rglob("*")):
             rel = path.relative_to(self.root).as_posix()
             parts = rel.split("/")
-            own = parts[0] == ".fileconsul" or any(
-                p.startswith(".fileconsul-tmp-") for p in parts
-            )
+            own = parts[0] == ".fileconsul" or any(p.startswith(".fileconsul-tmp-") for p in parts)
             if path.is_file() and not path.is_symlink() and not own:
                 found[rel] = path.read_bytes()
         return found

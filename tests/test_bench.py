@@ -19,6 +19,7 @@ CASES = {
     "pull into empty dir",
     "consul kv export",
     "floor: one ?recurse read",
+    "floor: creating the files",
     "floor: txn gets, 1 in flight",
     "floor: txn gets, 4 in flight",
     "pull one changed",

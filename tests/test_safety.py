@@ -158,11 +158,11 @@ def test_an_unreadable_local_file_refuses_the_push(
     path.chmod(0)
     real_hash = tree._hash_file
 
-    def denied(target: str | Path, keep: list[bytes] | None = None) -> tuple[str, int]:
+    def denied(target: str, size: int, keep: list[bytes] | None) -> tuple[str, int, Any]:
         # Root reads every file, so the refusal a normal user gets is injected here.
         if Path(target).name == "secret":
             raise PermissionError(13, "Permission denied")
-        return real_hash(target, keep)
+        return real_hash(target, size, keep)
 
     monkeypatch.setattr(tree, "_hash_file", denied)
     result = node.run("push")
