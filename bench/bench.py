@@ -95,6 +95,12 @@ class Bench:
         self.counter += 1
         return f"bench{self.counter}"
 
+    def drop(self, prefix: str) -> None:
+        """Delete a tree no case reads again, so the agent holds one tree, not dozens."""
+        if prefix:
+            self.http.delete(f"/v1/kv/{prefix}/", params={"recurse": ""}).raise_for_status()
+            self.http.delete(f"/v1/kv/{prefix}.lock").raise_for_status()
+
     def fileconsul(self, command: str, prefix: str, basepath: Path, *extra: str) -> Measure:
         args = [sys.executable, "-m", "fileconsul", command, "-v", "--addr", self.agent.addr]
         args += ["--prefix", prefix, "--basepath", str(basepath)]
@@ -224,12 +230,15 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
     prefix = ""
     for _ in range(runs):
         shutil.rmtree(src / ".fileconsul", ignore_errors=True)
+        bench.drop(prefix)
         prefix = bench.prefix()  # the last of these pushes is the tree the cases below use
         record("first push", partial(bench.fileconsul, "push", prefix, src))
         record("consul kv import", lambda: bench.kv_import(bench.prefix(), items))
+        bench.drop(f"bench{bench.counter}")
         for depth in FLOOR_DEPTHS:
             name = f"floor: txn writes, {depth} in flight"
             record(name, partial(bench.floor_write, bench.prefix(), items, depth))
+            bench.drop(f"bench{bench.counter}")
     keys = [f"{prefix}/{rel}" for rel, _ in items]
     bench.fileconsul("status", prefix, src)  # caches the hashes of files written just now
     for _ in range(runs):
