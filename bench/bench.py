@@ -224,6 +224,9 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
     cases: dict[str, Case] = {}
 
     def record(name: str, fn: Callable[[], Measure]) -> None:
+        # Each case starts with no dirty pages of the one before: a pull's syncfs would
+        # otherwise flush what `consul kv export` or the file floor left behind.
+        os.sync()
         case = cases.setdefault(name, Case(name))
         case.runs.append(fn())
 
