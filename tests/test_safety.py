@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import xxhash
 
-from tests.conftest import KV, Node
+from tests.conftest import KV, Node, library_run
 
 UNSAFE_SUFFIXES = [
     "../escape",
@@ -239,21 +239,32 @@ def test_a_killed_pulls_staged_directory_is_removed_without_following_its_links(
     assert (precious / "keep").read_text() == "keep"
 
 
-def test_a_directory_that_appears_during_a_pull_is_never_overwritten(tmp_path: Path) -> None:
-    from fileconsul import tree
+def test_a_directory_that_appears_during_a_pull_is_never_overwritten(
+    make_node: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fileconsul import sync, tree
+    from fileconsul.errors import ConflictError
 
-    root = tmp_path / "root"
-    root.mkdir()
-    with tree.TreeWriter(root) as writer:
-        writer.stage("new/a/f", b"pulled", 0o644)
-        writer.stage("new/b/g", b"pulled", 0o644)
-        writer.stage("top", b"pulled", 0o644)
-        assert writer.local_changes(["new/a/f", "new/b/g", "top"], {}) == []
-        (root / "new").mkdir()
-        (root / "new" / "mine").write_text("local")
-        assert writer.local_changes(["new/a/f", "new/b/g", "top"], {}) == ["new"]
-        writer.discard_all()
-    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["new", "new/mine"]
+    a, b = make_node("a"), make_node("b")
+    a.write("new/deep/f", "pulled")
+    a.write("top", "pulled")
+    assert a.run("push").exit_code == 0
+    check = tree.TreeWriter.local_changes
+
+    def meanwhile(writer: tree.TreeWriter, paths: list[str], expected: Any) -> list[str]:
+        # Someone creates the directory after the pull staged its copy of it.
+        (b.root / "new").mkdir()
+        (b.root / "new" / "mine").write_text("local")
+        return check(writer, paths, expected)
+
+    monkeypatch.setattr(tree.TreeWriter, "local_changes", meanwhile)
+    run = library_run(b)
+    with pytest.raises(ConflictError, match="new changed locally during the pull") as caught:
+        sync.pull(run)
+    run.client.close()
+    assert caught.value.exit_code == 4
+    assert b.files() == {"new/mine": b"local"}
+    assert not [p for p in b.root.rglob("*") if ".fileconsul-tmp-" in p.name]
 
 
 def test_new_directories_are_renamed_in_whole_with_their_modes(make_node: Any, kv: KV) -> None:
