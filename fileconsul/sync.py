@@ -144,7 +144,7 @@ def _warnings(scan: tree.Scan, tree_: RemoteTree) -> list[str]:
 def status(run: Run) -> Status:
     root = run.settings.basepath
     record = state.load(root, run.prefix)
-    scan, tree_ = _scan_and_read(run, record, stale=run.stale)
+    scan, tree_ = _scan_and_read(run, record)
     if record.exists and scan.hash_cache != record.hash_cache:
         # Like `git status` refreshing its index: only the hash cache moves, never the base.
         with suppress(ConflictError), state.local_lock(root, wait=0):
@@ -155,17 +155,22 @@ def status(run: Run) -> Status:
 
 
 def _scan_and_read(
-    run: Run, record: state.Record, *, keep_bytes: int = 0, stale: bool = False
+    run: Run, record: state.Record, *, push: bool = False
 ) -> tuple[tree.Scan, RemoteTree]:
     """The local scan and the remote read, side by side: one mostly waits on the disk, the
-    other on Consul. A scan error comes first, as if the two ran one after the other."""
+    other on Consul. A scan error comes first, as if the two ran one after the other.
+
+    A push keeps the bytes the scan reads, reads the leader's view (never --stale), and asks
+    the agent's value limit now, so that it is cached when the push needs it."""
+    stale = run.stale and not push
 
     def read() -> RemoteTree:
         remote_tree = remote.read(run.client, run.prefix, lock_wait=run.lock_wait, stale=stale)
-        if keep_bytes:
-            run.client.max_value_size()  # a push needs it; asked now, it is cached for then
+        if push:
+            run.client.max_value_size()
         return remote_tree
 
+    keep_bytes = KEEP_BYTES if push else 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-read") as pool:
         future = pool.submit(read)
         scan = tree.scan(run.settings.basepath, record.hash_cache, keep_bytes=keep_bytes)
@@ -202,7 +207,7 @@ def push(
     root = run.settings.basepath
     with state.local_lock(root):
         record = state.load(root, run.prefix)
-        scan, tree_ = _scan_and_read(run, record, keep_bytes=KEEP_BYTES)
+        scan, tree_ = _scan_and_read(run, record, push=True)
         if scan.unsafe:
             path, why = scan.unsafe[0]
             raise InvalidInput(
@@ -349,7 +354,13 @@ def _prepare(
         else:
             files[action.path] = action.target
     large = [w for w in writes if w.cost > TXN_MAX_BODY // 2]
-    batches = _pack([w for w in writes if w.cost <= TXN_MAX_BODY // 2])
+    # One operation of each transaction is kept for the manifest or its check.
+    batches = _batches(
+        [w for w in writes if w.cost <= TXN_MAX_BODY // 2],
+        lambda w: w.cost,
+        count=TXN_MAX_OPS - 1,
+        total=TXN_MAX_BODY - 1024,
+    )
     return _Prepared(tree_, writes, encode(files, max_size=limit), batches, large, limit)
 
 
@@ -425,17 +436,21 @@ def in_flight(
                 future.cancel()
 
 
-def _pack(writes: list[_Write]) -> list[list[_Write]]:
-    """Group writes into transactions: one slot is kept for the manifest or its check."""
-    batches: list[list[_Write]] = []
-    current: list[_Write] = []
+def _batches(
+    items: Sequence[_T], weight: Callable[[_T], int], *, count: int, total: int
+) -> list[list[_T]]:
+    """Consecutive groups of at most `count` items whose weights add up to at most `total`
+    (an item heavier than `total` goes alone)."""
+    batches: list[list[_T]] = []
+    current: list[_T] = []
     size = 0
-    for write in writes:
-        if current and (len(current) >= TXN_MAX_OPS - 1 or size + write.cost > TXN_MAX_BODY - 1024):
+    for item in items:
+        cost = weight(item)
+        if current and (len(current) >= count or size + cost > total):
             batches.append(current)
             current, size = [], 0
-        current.append(write)
-        size += write.cost
+        current.append(item)
+        size += cost
     if current:
         batches.append(current)
     return batches
@@ -508,7 +523,7 @@ def pull(
             scan = tree.scan(root, record.hash_cache)
             tree_ = remote.from_entries(run.prefix, entries)
         else:
-            scan, tree_ = _scan_and_read(run, record, stale=run.stale)
+            scan, tree_ = _scan_and_read(run, record)
         p = plan(scan.files, record.files, tree_.files)
         _refuse_conflicts(p, "pull", force)
         actions = p.pulls(force=force)
@@ -579,7 +594,12 @@ def _stage(
         fetched = _fetch_batch(run, [a for a in batch if a.path not in tree_.values])
         return [(action, _stage_one(writer, action, data)) for action, data in known + fetched]
 
-    batches = _fetch_batches(actions)
+    batches = _batches(
+        actions,
+        lambda a: a.target.size if a.target else 0,
+        count=TXN_MAX_OPS,
+        total=FETCH_BATCH_BYTES,
+    )
     with closing(in_flight(stage_batch, batches, depth=IN_FLIGHT, name="fileconsul-pull")) as done:
         for results in done:
             yield from results
@@ -597,23 +617,6 @@ def _stage_one(writer: tree.TreeWriter, action: Action, data: bytes) -> str | No
             "(free some space or fix the permissions, then pull again)"
         ) from exc
     return None
-
-
-def _fetch_batches(actions: list[Action]) -> list[list[Action]]:
-    batches: list[list[Action]] = []
-    size = 0
-    for action in actions:
-        assert action.target is not None
-        if (
-            not batches
-            or len(batches[-1]) >= TXN_MAX_OPS
-            or (size + action.target.size > FETCH_BATCH_BYTES)
-        ):
-            batches.append([])
-            size = 0
-        batches[-1].append(action)
-        size += action.target.size
-    return batches
 
 
 def _fetch_batch(run: Run, batch: list[Action]) -> list[tuple[Action, bytes]]:
