@@ -52,6 +52,16 @@ class RemoteTree:
     def key(self, path: str) -> str:
         return f"{self.prefix}/{path}"
 
+    def plans_like(self, other: RemoteTree) -> bool:
+        """Whether a push planned on `other` plans the same on this tree: the same files (so
+        the same values), check-and-set index, commit and keys to adopt."""
+        return (
+            self.manifest_index == other.manifest_index
+            and self.committed_index == other.committed_index
+            and self.adopt == other.adopt
+            and self.files == other.files
+        )
+
 
 def _split_keys(prefix: str, keys: list[str], tree: RemoteTree) -> set[str]:
     """The safe file paths among `keys`; unsafe keys are recorded on `tree`."""

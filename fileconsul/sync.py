@@ -235,11 +235,13 @@ def push(
                 with push_lock(run) as lease:
                     # Planned again under the lock if another push committed meanwhile.
                     if not remote.unchanged_since(run.client, tree_):
-                        tree_ = remote.read(
+                        fresh = remote.read(
                             run.client, run.prefix, lock_wait=run.lock_wait, session=lease.session
                         )
-                        p, actions = _plan_push(scan, record, tree_, force, max_delete)
-                        prepared = _prepare(run, tree_, actions, limit, scan.contents)
+                        if not fresh.plans_like(tree_):
+                            p, actions = _plan_push(scan, record, fresh, force, max_delete)
+                            prepared = _prepare(run, fresh, actions, limit, scan.contents)
+                        tree_ = fresh
                     revision = tree_.committed_index
                     if _needs_write(tree_, actions):
                         with run.bar("pushing", len(prepared.writes)):

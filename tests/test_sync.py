@@ -265,6 +265,69 @@ def test_more_than_62_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> 
     assert httpx.get(f"{kv.url}/v1/kv/{node.prefix}.lock").status_code == 404
 
 
+def test_a_push_that_another_push_overtakes_before_its_lock_plans_again(
+    make_node: Any, kv: KV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fileconsul import sync
+
+    a, b = make_node("a"), make_node("b")
+    for i in range(70):
+        a.write(f"d/f{i:02}", f"a {i}\n")
+    b.write("from-b", "b\n")
+    real_lock = sync.push_lock
+    plans: list[int] = []
+    real_plan = sync._plan_push
+
+    def counted(*args: Any) -> Any:
+        plans.append(len(args[2].files))  # the remote tree planned on
+        return real_plan(*args)
+
+    def overtaken(run: Any) -> Any:
+        # b's push lands after a read the remote tree and before a holds the lock.
+        assert b.run("push").exit_code == 0
+        return real_lock(run)
+
+    monkeypatch.setattr(sync, "push_lock", overtaken)
+    monkeypatch.setattr(sync, "_plan_push", counted)
+    run = library_run(a)
+    outcome = sync.push(run)
+    run.client.close()
+    # a planned on an empty tree, b pushed, a planned again on b's file.
+    assert plans == [0, 0, 1]
+    assert len(outcome.actions) == 70
+    assert outcome.pending == 1
+    files = kv.files(a.prefix)
+    assert len(files) == 71
+    assert files["from-b"] == b"b\n"
+    assert manifest_of(kv, a.prefix)["paths"] == sorted(files)
+    monkeypatch.undo()
+    assert a.run("pull").exit_code == 0
+    assert a.files() == files
+
+
+def test_a_first_push_under_the_lock_plans_once_when_nothing_moved(
+    node: Node, kv: KV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fileconsul import sync
+
+    for i in range(70):
+        node.write(f"d/f{i:02}", f"{i}\n")
+    plans: list[int] = []
+    real_plan = sync._plan_push
+
+    def counted(*args: Any) -> Any:
+        plans.append(len(args[2].files))
+        return real_plan(*args)
+
+    monkeypatch.setattr(sync, "_plan_push", counted)
+    run = library_run(node)
+    sync.push(run)
+    run.client.close()
+    assert plans == [0]
+    assert kv.files(node.prefix) == node.files()
+    assert manifest_of(kv, node.prefix)["paths"] == sorted(node.files())
+
+
 def test_a_held_lock_makes_push_wait_and_then_exit_4(node: Node, kv: KV, agent: Any) -> None:
     import httpx
 
