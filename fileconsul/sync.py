@@ -9,9 +9,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, closing, contextmanager, suppress
-from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from typing import Generic, NamedTuple, TypeVar
 
 from fileconsul import remote, state, tree
 from fileconsul.config import Settings
@@ -27,11 +27,13 @@ from fileconsul.consul import (
     kv_check_index,
     kv_check_not_exists,
     kv_delete,
+    kv_delete_cas,
     kv_get,
     kv_set,
 )
 from fileconsul.errors import (
     ConflictError,
+    FileconsulError,
     IntegrityError,
     InvalidInput,
 )
@@ -46,6 +48,8 @@ LOCK_TTL = 15
 FETCH_BATCH_BYTES = 4 * 1024 * 1024
 #: Bytes of file contents a push keeps from its scan instead of reading the files again.
 KEEP_BYTES = 64 * 1024 * 1024
+#: A value whose operation takes more than this goes alone (a PUT), not in a transaction.
+_LARGE = TXN_MAX_BODY // 2
 #: Files a push sends in one transaction with no lock: the other two operations check the
 #: lock and write the manifest.
 SINGLE_TXN_FILES = TXN_MAX_OPS - 2
@@ -155,13 +159,14 @@ def status(run: Run) -> Status:
 
 
 def _scan_and_read(
-    run: Run, record: state.Record, *, push: bool = False
+    run: Run, record: state.Record, *, push: bool = False, first: _FirstPush | None = None
 ) -> tuple[tree.Scan, RemoteTree]:
     """The local scan and the remote read, side by side: one mostly waits on the disk, the
     other on Consul. A scan error comes first, as if the two ran one after the other.
 
     A push keeps the bytes the scan reads, reads the leader's view (never --stale), and asks
-    the agent's value limit now, so that it is cached when the push needs it."""
+    the agent's value limit now, so that it is cached when the push needs it; a first push
+    hands each file to `first` as it is scanned."""
     stale = run.stale and not push
 
     def read() -> RemoteTree:
@@ -171,9 +176,15 @@ def _scan_and_read(
         return remote_tree
 
     keep_bytes = KEEP_BYTES if push else 0
+    root = run.settings.basepath
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-read") as pool:
         future = pool.submit(read)
-        scan = tree.scan(run.settings.basepath, record.hash_cache, keep_bytes=keep_bytes)
+        if first is None:
+            scan = tree.scan(root, record.hash_cache, keep_bytes=keep_bytes)
+        else:
+            first.remote = future
+            scan = tree.scan(root, record.hash_cache, sink=first.add)
+            scan.contents = first.scanned()
         return scan, future.result()
 
 
@@ -205,9 +216,10 @@ def push(
     run: Run, *, force: bool = False, dry_run: bool = False, max_delete: int | None = None
 ) -> Outcome:
     root = run.settings.basepath
-    with state.local_lock(root):
+    with state.local_lock(root), ExitStack() as stack:
         record = state.load(root, run.prefix)
-        scan, tree_ = _scan_and_read(run, record, push=True)
+        first = None if dry_run or record.files else stack.enter_context(_FirstPush(run))
+        scan, tree_ = _scan_and_read(run, record, push=True, first=first)
         if scan.unsafe:
             path, why = scan.unsafe[0]
             raise InvalidInput(
@@ -228,8 +240,13 @@ def push(
                         "shrink it)"
                     )
             prepared = _prepare(run, tree_, actions, limit, scan.contents)
-            committed = _write_unlocked(run, prepared) if prepared.single else None
-            if committed is not None:
+            streamed = first is not None and first.lease is not None
+            committed = _write_unlocked(run, prepared) if prepared.single and not streamed else None
+            if first is not None and streamed:
+                with run.bar("pushing", len(prepared.writes)):
+                    run.tick(len(first.sent))  # sent while the tree was scanned
+                    revision = first.finish(prepared)
+            elif committed is not None:
                 revision = committed
             else:
                 with push_lock(run) as lease:
@@ -355,15 +372,21 @@ def _prepare(
             files.pop(action.path, None)
         else:
             files[action.path] = action.target
-    large = [w for w in writes if w.cost > TXN_MAX_BODY // 2]
+    batches, large = _pack(writes)
+    return _Prepared(tree_, writes, encode(files, max_size=limit), batches, large, limit)
+
+
+def _pack(writes: Sequence[_Write]) -> tuple[list[list[_Write]], list[_Write]]:
+    """Writes packed into transactions, and those too large to share one (sent alone)."""
+    large = [w for w in writes if w.cost > _LARGE]
     # One operation of each transaction is kept for the manifest or its check.
     batches = _batches(
-        [w for w in writes if w.cost <= TXN_MAX_BODY // 2],
+        [w for w in writes if w.cost <= _LARGE],
         lambda w: w.cost,
         count=TXN_MAX_OPS - 1,
         total=TXN_MAX_BODY - 1024,
     )
-    return _Prepared(tree_, writes, encode(files, max_size=limit), batches, large, limit)
+    return batches, large
 
 
 def _single_txn(run: Run, prepared: _Prepared, guard: list[Op]) -> int:
@@ -391,17 +414,27 @@ def _write(run: Run, lease: _Lease, prepared: _Prepared) -> int:
     """Write under the lock and commit the manifest; returns the new manifest's ModifyIndex."""
     if prepared.single:
         return _single_txn(run, prepared, [])
-    tree_, limit = prepared.tree, prepared.limit
+    tree_ = prepared.tree
     index = tree_.manifest_index
     if tree_.committed_index == 0:
-        # Commit the tree as it stands first, so that every batch below counts as
-        # uncommitted to readers until the final manifest lands.
-        index = _commit_manifest(run, encode(tree_.files, max_size=limit), index)
+        index = _commit_first(run, tree_.files, index, prepared.limit)
+    return _send_and_commit(run, lease, prepared, index)
+
+
+def _commit_first(run: Run, files: Mapping[str, FileInfo], index: int, limit: int) -> int:
+    """Commit the tree as it stands before writing under the lock, so that every batch
+    written counts as uncommitted to readers until the final manifest lands."""
+    return _commit_manifest(run, encode(files, max_size=limit), index)
+
+
+def _send_and_commit(run: Run, lease: _Lease, prepared: _Prepared, index: int) -> int:
+    """Send the prepared batches and large values, each checking the manifest is still at
+    `index`, then commit the manifest in its place."""
+    limit = prepared.limit
     check = kv_check_index(manifest_key(run.prefix), index)
 
     def send(batch: list[_Write]) -> int:
-        _commit(run, encode_txn([check, *(_op(run, w, limit) for w in batch)]))
-        return len(batch)
+        return _send_batch(run, check, batch, limit)
 
     # Batches touch disjoint keys and each checks the manifest, so their order is free; several
     # in flight let Consul apply one while the next is encoded and sent.
@@ -418,6 +451,160 @@ def _write(run: Run, lease: _Lease, prepared: _Prepared) -> int:
         run.tick()
     lease.keep()
     return _commit_manifest(run, prepared.manifest, index)
+
+
+def _send_batch(run: Run, check: Op, batch: Sequence[_Write], limit: int) -> int:
+    _commit(run, encode_txn([check, *(_op(run, w, limit) for w in batch)]))
+    return len(batch)
+
+
+def _is_empty(tree_: RemoteTree) -> bool:
+    """No key at all under the prefix: no manifest, no file, nothing unsafe or half-pushed."""
+    return not (
+        tree_.manifest_index or tree_.files or tree_.unsafe or tree_.uncommitted or tree_.corrupt
+    )
+
+
+class _FirstPush:
+    """The first push into an empty prefix, sent while the scan is still reading the tree.
+
+    The scan hands over each file as soon as it is hashed. The first ones are only held: a
+    push of up to SINGLE_TXN_FILES files stays one transaction without a lock. Past them, when
+    the prefix holds no key at all, this takes the lock, commits the empty tree (so that every
+    batch counts as uncommitted until the manifest lands) and sends full transactions, several
+    in flight, while the scan goes on. The push then plans as usual, and `finish` sends the
+    rest and commits. A push that ends without committing (refused, failed, interrupted)
+    deletes every key it sent and the empty manifest: the prefix is left empty, as it was.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.remote: Future[RemoteTree] | None = None
+        #: Bytes of the files not sent during the scan, for the planned push.
+        self.contents: dict[str, bytes] = {}
+        self._budget = KEEP_BYTES
+        self._held: list[tuple[str, FileInfo, bytes | None]] = []
+        self._held_cost = 0
+        self._streaming = False
+        self._off = False
+        self._lock = ExitStack()
+        self.lease: _Lease | None = None
+        #: The ModifyIndex of the empty manifest committed before the first batch.
+        self.index = 0
+        self._limit = 0
+        self._packer: _Packer[_Write] = _Packer(
+            lambda w: w.cost, count=TXN_MAX_OPS - 1, total=TXN_MAX_BODY - 1024
+        )
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[int]] = deque()
+        #: Paths sent (or in flight): what an undo deletes.
+        self.sent: set[str] = set()
+        self._committed = False
+
+    def __enter__(self) -> _FirstPush:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.lease is not None and not self._committed:
+                self._undo()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            self._lock.close()
+
+    def add(self, rel: str, info: FileInfo, data: bytes | None) -> None:
+        """The scan's sink: one file, with its bytes when the scan read them."""
+        if self._off:
+            self._keep(rel, data)
+        elif not self._streaming:
+            self._held.append((rel, info, data))
+            self._held_cost += _Write.of(self.run.prefix, rel, info, None).cost
+            if len(self._held) > SINGLE_TXN_FILES or self._held_cost > TXN_MAX_BODY:
+                self._start()
+        elif info.size > self._limit:
+            # The planned push refuses it; nothing more is worth sending.
+            self._off = True
+            self._keep(rel, data)
+        else:
+            write = _Write.of(self.run.prefix, rel, info, data)
+            if write.cost > _LARGE:
+                self._keep(rel, data)  # sent alone by `finish`
+            elif (full := self._packer.add(write)) is not None:
+                self._send(full)
+
+    def _keep(self, rel: str, data: bytes | None) -> None:
+        if data is not None and len(data) <= self._budget:
+            self.contents[rel] = data
+            self._budget -= len(data)
+
+    def _start(self) -> None:
+        assert self.remote is not None
+        held, self._held = self._held, []
+        if _is_empty(self.remote.result()):
+            run = self.run
+            lease = self._lock.enter_context(push_lock(run))
+            under = remote.read(
+                run.client, run.prefix, lock_wait=run.lock_wait, session=lease.session
+            )
+            if _is_empty(under):
+                self._limit = run.client.max_value_size()
+                self.index = _commit_first(run, {}, 0, self._limit)
+                self.lease = lease
+                self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="fileconsul-push")
+                self._streaming = True
+            else:
+                self._lock.close()  # another push got there first: plan on its tree
+        self._off = not self._streaming
+        for item in held:
+            self.add(*item)
+
+    def _send(self, batch: list[_Write]) -> None:
+        assert self._pool is not None
+        assert self.lease is not None
+        self.sent.update(w.path for w in batch)
+        check = kv_check_index(manifest_key(self.run.prefix), self.index)
+        self._pending.append(self._pool.submit(_send_batch, self.run, check, batch, self._limit))
+        if len(self._pending) >= IN_FLIGHT:
+            self._pending.popleft().result()
+            self.lease.keep()
+
+    def scanned(self) -> dict[str, bytes]:
+        """The scan is over: the bytes of every file not sent, for the planned push."""
+        for rel, _, data in self._held:
+            self._keep(rel, data)
+        self._held = []
+        for write in self._packer.current:
+            if write.value is not None:
+                self.contents[write.path] = write.value
+        return self.contents
+
+    def finish(self, prepared: _Prepared) -> int:
+        """Send what the scan did not, and commit the manifest of the whole tree."""
+        assert self.lease is not None
+        while self._pending:
+            self._pending.popleft().result()
+        rest = [w for w in prepared.writes if w.path not in self.sent]
+        self.sent.update(w.path for w in rest)
+        batches, large = _pack(rest)
+        revision = _send_and_commit(
+            self.run, self.lease, replace(prepared, batches=batches, large=large), self.index
+        )
+        self._committed = True
+        return revision
+
+    def _undo(self) -> None:
+        """Delete every key sent and the empty manifest (best effort: what is left behind
+        is uncommitted, and readers ignore it)."""
+        for future in self._pending:
+            with suppress(Exception):
+                future.result()
+        run = self.run
+        keys = [f"{run.prefix}/{path}" for path in sorted(self.sent)]
+        with suppress(FileconsulError):
+            for batch in _batches(keys, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
+                run.client.txn([kv_delete(key) for key in batch])
+            run.client.txn([kv_delete_cas(manifest_key(run.prefix), self.index)])
 
 
 def in_flight(
@@ -443,19 +630,28 @@ def _batches(
 ) -> list[list[_T]]:
     """Consecutive groups of at most `count` items whose weights add up to at most `total`
     (an item heavier than `total` goes alone)."""
-    batches: list[list[_T]] = []
-    current: list[_T] = []
-    size = 0
-    for item in items:
-        cost = weight(item)
-        if current and (len(current) >= count or size + cost > total):
-            batches.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += cost
-    if current:
-        batches.append(current)
-    return batches
+    packer = _Packer(weight, count=count, total=total)
+    batches = [full for item in items if (full := packer.add(item)) is not None]
+    return batches + ([packer.current] if packer.current else [])
+
+
+class _Packer(Generic[_T]):
+    """Packs items one at a time into groups of `_batches`' shape."""
+
+    def __init__(self, weight: Callable[[_T], int], *, count: int, total: int) -> None:
+        self.weight, self.count, self.total = weight, count, total
+        self.current: list[_T] = []
+        self.size = 0
+
+    def add(self, item: _T) -> list[_T] | None:
+        """Add `item`; the group it closed when it did not fit the current one."""
+        cost = self.weight(item)
+        full = None
+        if self.current and (len(self.current) >= self.count or self.size + cost > self.total):
+            full, self.current, self.size = self.current, [], 0
+        self.current.append(item)
+        self.size += cost
+        return full
 
 
 def _content(run: Run, write: _Write, limit: int) -> bytes:
@@ -496,7 +692,7 @@ def _commit(run: Run, ops: list[Op] | bytes) -> int:
 
 
 def _commit_manifest(run: Run, manifest: bytes, index: int) -> int:
-    if 4 * len(manifest) // 3 < TXN_MAX_BODY // 2:
+    if 4 * len(manifest) // 3 < _LARGE:
         return _commit(run, [_manifest_op(run, manifest, index)])
     flags = hash_to_flags(content_hash(manifest))
     if not run.client.put(manifest_key(run.prefix), manifest, flags=flags, cas=index):

@@ -128,12 +128,17 @@ def _hash_stable(
 
 
 def scan(
-    root: Path, cache: Mapping[str, tuple[StatKey, str]] | None = None, *, keep_bytes: int = 0
+    root: Path,
+    cache: Mapping[str, tuple[StatKey, str]] | None = None,
+    *,
+    keep_bytes: int = 0,
+    sink: Callable[[str, FileInfo, bytes | None], None] | None = None,
 ) -> Scan:
     """Every regular file under `root` that is not ignored, with its hash, size and mode.
 
     Up to `keep_bytes` of the files it had to read are kept in `contents`, so that a push
-    does not read them twice.
+    does not read them twice. With a `sink`, each file is handed to it instead as soon as it
+    is known, with its bytes when they were read (None when its hash came from the cache).
     """
     cache = cache or {}
     spec = _ignore_spec(root)
@@ -146,20 +151,25 @@ def scan(
             raise InvalidInput(f"cannot stat {rel} ({exc.strerror}); fix or ignore it") from exc
         key = stat_key(st)
         cached = cache.get(rel)
+        data = None
         if cached is not None and cached[0] == key:
             digest = cached[1]
         else:
-            keep: list[bytes] | None = [] if st.st_size <= keep_bytes else None
+            keep: list[bytes] | None = [] if sink or st.st_size <= keep_bytes else None
             st, digest = _hash_stable(entry.path, rel, st, keep)
             key = stat_key(st)
             result.bytes_hashed += st.st_size
             if keep is not None:
-                result.contents[rel] = b"".join(keep)
-                keep_bytes -= st.st_size
+                data = b"".join(keep)
         if now_ns - st.st_mtime_ns > _RACY_NS:
             result.hash_cache[rel] = (key, digest)
-        result.files[rel] = FileInfo(digest, st.st_size, file_mode(st))
+        info = result.files[rel] = FileInfo(digest, st.st_size, file_mode(st))
         result.stats[rel] = key
+        if sink is not None:
+            sink(rel, info, data)
+        elif data is not None:
+            result.contents[rel] = data
+            keep_bytes -= st.st_size
     # Directories are read in no particular order; reports list paths sorted.
     result.skipped.sort()
     result.unsafe.sort()

@@ -271,6 +271,9 @@ def test_a_push_that_another_push_overtakes_before_its_lock_plans_again(
     from fileconsul import sync
 
     a, b = make_node("a"), make_node("b")
+    a.write("seed", "s\n")
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
     for i in range(70):
         a.write(f"d/f{i:02}", f"a {i}\n")
     b.write("from-b", "b\n")
@@ -292,12 +295,12 @@ def test_a_push_that_another_push_overtakes_before_its_lock_plans_again(
     run = library_run(a)
     outcome = sync.push(run)
     run.client.close()
-    # a planned on an empty tree, b pushed, a planned again on b's file.
-    assert plans == [0, 0, 1]
+    # a planned on the seed, b pushed, a planned again on the seed and b's file.
+    assert plans == [1, 1, 2]
     assert len(outcome.actions) == 70
     assert outcome.pending == 1
     files = kv.files(a.prefix)
-    assert len(files) == 71
+    assert len(files) == 72
     assert files["from-b"] == b"b\n"
     assert manifest_of(kv, a.prefix)["paths"] == sorted(files)
     monkeypatch.undo()
