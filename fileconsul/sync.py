@@ -594,17 +594,20 @@ class _FirstPush:
         return revision
 
     def _undo(self) -> None:
-        """Delete every key sent and the empty manifest (best effort: what is left behind
-        is uncommitted, and readers ignore it)."""
+        """Delete every key sent, then the empty manifest, each transaction checking that
+        the manifest is still the empty one: a push that did commit is never undone. Best
+        effort: what is left behind is uncommitted, and readers ignore it."""
         for future in self._pending:
             with suppress(Exception):
                 future.result()
         run = self.run
+        manifest = manifest_key(run.prefix)
+        check = kv_check_index(manifest, self.index)
         keys = [f"{run.prefix}/{path}" for path in sorted(self.sent)]
         with suppress(FileconsulError):
-            for batch in _batches(keys, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
-                run.client.txn([kv_delete(key) for key in batch])
-            run.client.txn([kv_delete_cas(manifest_key(run.prefix), self.index)])
+            for batch in _batches(keys, lambda _: 1, count=TXN_MAX_OPS - 1, total=TXN_MAX_OPS):
+                run.client.txn([check, *(kv_delete(key) for key in batch)])
+            run.client.txn([kv_delete_cas(manifest, self.index)])
 
 
 def in_flight(

@@ -164,3 +164,29 @@ def test_a_small_first_push_stays_one_transaction_without_a_lock(node: Node, kv:
     assert len(writes) == 1
     assert not [p for _, p, _ in transport.requests if p.startswith("/v1/session/")]
     assert kv.files(node.prefix) == node.files()
+
+
+def test_a_first_push_that_fails_after_its_manifest_landed_is_not_undone(
+    node: Node, kv: KV, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fileconsul import sync
+    from fileconsul.errors import ConsulUnavailable
+
+    fill(node, 300)
+    real = sync._send_and_commit
+
+    def committed_then_lost(*args: Any) -> Any:
+        real(*args)
+        raise ConsulUnavailable("the connection dropped after the commit")
+
+    monkeypatch.setattr(sync, "_send_and_commit", committed_then_lost)
+    run = library_run(node)
+    with pytest.raises(ConsulUnavailable):
+        sync.push(run)
+    run.client.close()
+    assert kv.files(node.prefix) == node.files()
+    monkeypatch.undo()
+    other = node.root.parent / "other"
+    other.mkdir()
+    assert node.run("pull", "--basepath", str(other)).exit_code == 0
+    assert len(list(other.rglob("f*"))) == 300
