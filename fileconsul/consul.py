@@ -384,6 +384,15 @@ class ConsulClient:
     def txn_entries(self, ops: Sequence[Op]) -> list[KVEntry]:
         return [KVEntry.from_json(kv) for kv in self.txn(ops)]
 
+    def txn_values(self, ops: Sequence[Op]) -> dict[str, bytes]:
+        """The values a transaction of gets read, by key: a pull's bulk read, which needs
+        nothing else of each entry."""
+        decode = pybase64.b64decode
+        return {
+            kv["Key"]: decode(value, validate=True) if (value := kv.get("Value")) else b""
+            for kv in self.txn(ops)
+        }
+
     # -- sessions ---------------------------------------------------------------------------
 
     def session_create(self, name: str, *, ttl: int, behavior: str = "delete") -> str:

@@ -826,12 +826,11 @@ def _fetch_batch(run: Run, batch: list[Action]) -> list[tuple[Action, bytes]]:
     keys = [f"{run.prefix}/{a.path}" for a in batch]
     for attempt in range(3):
         try:
-            entries = run.client.txn_entries([kv_get(key) for key in keys])
+            values = run.client.txn_values([kv_get(key) for key in keys])
         except TxnFailed as exc:
             raise ConflictError(
                 "the remote tree changed during the pull; nothing was changed (run pull again)"
             ) from exc
-        values = {e.key: e.value for e in entries}
         bad = [
             a
             for a, key in zip(batch, keys, strict=True)
