@@ -108,6 +108,11 @@ class Bench:
             args.append("--no-report")
         return self.timed(args + list(extra), allowed=(0, 1))
 
+    def startup(self) -> Measure:
+        """A fileconsul process that only starts (`--version`): the interpreter and the
+        imports of the command line, which every command pays before its work."""
+        return self.timed([sys.executable, "-m", "fileconsul", "--version"])
+
     def timed(self, args: list[str], allowed: tuple[int, ...] = (0,)) -> Measure:
         """Run a command; its wall time, bytes received (from -v) and peak RSS."""
         # Peak RSS comes from GNU time: a child forked straight from this (large) process
@@ -260,6 +265,7 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
         record("consul kv export", lambda: bench.kv_export(prefix))
         record("floor: one ?recurse read", lambda: bench.floor_recurse(prefix))
         record("floor: creating the files", partial(bench.floor_files, work / f"f{i}", items))
+        record("floor: start-up", bench.startup)
         for depth in FLOOR_DEPTHS:
             record(f"floor: txn gets, {depth} in flight", partial(bench.floor_gets, keys, depth))
     node_b = work / "empty0"
@@ -296,6 +302,11 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
         "pull into empty / floor reads": round(s["pull into empty dir"] / floor_reads, 3),
         "pull into empty / (floor reads + creating the files)": round(
             s["pull into empty dir"] / (floor_reads + s["floor: creating the files"]), 3
+        ),
+        "pull into empty / (floor reads + creating the files + start-up)": round(
+            s["pull into empty dir"]
+            / (floor_reads + s["floor: creating the files"] + s["floor: start-up"]),
+            3,
         ),
         "pull into empty / consul kv export": round(
             s["pull into empty dir"] / s["consul kv export"], 3

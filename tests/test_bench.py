@@ -20,6 +20,7 @@ CASES = {
     "consul kv export",
     "floor: one ?recurse read",
     "floor: creating the files",
+    "floor: start-up",
     "floor: txn gets, 1 in flight",
     "floor: txn gets, 4 in flight",
     "pull one changed",
