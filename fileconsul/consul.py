@@ -47,14 +47,19 @@ class KVEntry:
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> KVEntry:
-        value = raw.get("Value")
         return cls(
             key=raw["Key"],
-            value=pybase64.b64decode(value, validate=True) if value else b"",
+            value=_value(raw),
             flags=int(raw.get("Flags") or 0),
             modify_index=int(raw.get("ModifyIndex") or 0),
             session=raw.get("Session") or None,
         )
+
+
+def _value(raw: Mapping[str, Any]) -> bytes:
+    """The bytes of an entry's base64 Value (absent or null for an empty value)."""
+    value = raw.get("Value")
+    return pybase64.b64decode(value, validate=True) if value else b""
 
 
 class TxnFailed(ConflictError):
@@ -382,11 +387,7 @@ class ConsulClient:
     def txn_values(self, ops: Sequence[Op]) -> dict[str, bytes]:
         """The values a transaction of gets read, by key: a pull's bulk read, which needs
         nothing else of each entry."""
-        decode = pybase64.b64decode
-        return {
-            kv["Key"]: decode(value, validate=True) if (value := kv.get("Value")) else b""
-            for kv in self.txn(ops)
-        }
+        return {kv["Key"]: _value(kv) for kv in self.txn(ops)}
 
     # -- sessions ---------------------------------------------------------------------------
 

@@ -240,13 +240,11 @@ def push(
                         "shrink it)"
                     )
             prepared = _prepare(run, tree_, actions, limit, scan.contents)
-            streamed = first is not None and first.lease is not None
-            committed = _write_unlocked(run, prepared) if prepared.single and not streamed else None
-            if first is not None and streamed:
+            if first is not None and first.lease is not None:
                 with run.bar("pushing", len(prepared.writes)):
                     run.tick(len(first.sent))  # sent while the tree was scanned
                     revision = first.finish(prepared)
-            elif committed is not None:
+            elif prepared.single and (committed := _write_unlocked(run, prepared)) is not None:
                 revision = committed
             else:
                 with push_lock(run) as lease:
@@ -485,9 +483,9 @@ class _FirstPush:
         self._budget = KEEP_BYTES
         self._held: list[tuple[str, FileInfo, bytes | None]] = []
         self._held_cost = 0
-        self._streaming = False
         self._off = False
         self._lock = ExitStack()
+        #: The push lock, held from the moment batches are sent while scanning.
         self.lease: _Lease | None = None
         #: The ModifyIndex of the empty manifest committed before the first batch.
         self.index = 0
@@ -517,7 +515,7 @@ class _FirstPush:
         """The scan's sink: one file, with its bytes when the scan read them."""
         if self._off:
             self._keep(rel, data)
-        elif not self._streaming:
+        elif self.lease is None:
             self._held.append((rel, info, data))
             self._held_cost += _Write.of(self.run.prefix, rel, info, None).cost
             if len(self._held) > SINGLE_TXN_FILES or self._held_cost > TXN_MAX_BODY:
@@ -552,10 +550,9 @@ class _FirstPush:
                 self.index = _commit_first(run, {}, 0, self._limit)
                 self.lease = lease
                 self._pool = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="fileconsul-push")
-                self._streaming = True
             else:
                 self._lock.close()  # another push got there first: plan on its tree
-        self._off = not self._streaming
+        self._off = self.lease is None
         for item in held:
             self.add(*item)
 
