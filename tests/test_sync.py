@@ -265,6 +265,21 @@ def test_more_than_62_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> 
     assert httpx.get(f"{kv.url}/v1/kv/{node.prefix}.lock").status_code == 404
 
 
+def remote_trees_planned_on(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of files of each remote tree a push plans on, in order."""
+    from fileconsul import sync
+
+    plans: list[int] = []
+    real_plan = sync._plan_push
+
+    def counted(*args: Any) -> Any:
+        plans.append(len(args[2].files))
+        return real_plan(*args)
+
+    monkeypatch.setattr(sync, "_plan_push", counted)
+    return plans
+
+
 def test_a_push_that_another_push_overtakes_before_its_lock_plans_again(
     make_node: Any, kv: KV, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,12 +293,7 @@ def test_a_push_that_another_push_overtakes_before_its_lock_plans_again(
         a.write(f"d/f{i:02}", f"a {i}\n")
     b.write("from-b", "b\n")
     real_lock = sync.push_lock
-    plans: list[int] = []
-    real_plan = sync._plan_push
-
-    def counted(*args: Any) -> Any:
-        plans.append(len(args[2].files))  # the remote tree planned on
-        return real_plan(*args)
+    plans = remote_trees_planned_on(monkeypatch)
 
     def overtaken(run: Any) -> Any:
         # b's push lands after a read the remote tree and before a holds the lock.
@@ -291,7 +301,6 @@ def test_a_push_that_another_push_overtakes_before_its_lock_plans_again(
         return real_lock(run)
 
     monkeypatch.setattr(sync, "push_lock", overtaken)
-    monkeypatch.setattr(sync, "_plan_push", counted)
     run = library_run(a)
     outcome = sync.push(run)
     run.client.close()
@@ -308,27 +317,23 @@ def test_a_push_that_another_push_overtakes_before_its_lock_plans_again(
     assert a.files() == files
 
 
-def test_a_first_push_under_the_lock_plans_once_when_nothing_moved(
+def test_a_push_under_the_lock_plans_once_when_nothing_moved(
     node: Node, kv: KV, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fileconsul import sync
 
+    # Keys another tool wrote: no manifest, so the push reads every value, and its re-read
+    # under the lock finds a listing index that moved only because the lock was taken.
+    kv.put(f"{node.prefix}/foreign", b"put by hand")
     for i in range(70):
         node.write(f"d/f{i:02}", f"{i}\n")
-    plans: list[int] = []
-    real_plan = sync._plan_push
-
-    def counted(*args: Any) -> Any:
-        plans.append(len(args[2].files))
-        return real_plan(*args)
-
-    monkeypatch.setattr(sync, "_plan_push", counted)
+    plans = remote_trees_planned_on(monkeypatch)
     run = library_run(node)
     sync.push(run)
     run.client.close()
-    assert plans == [0]
-    assert kv.files(node.prefix) == node.files()
-    assert manifest_of(kv, node.prefix)["paths"] == sorted(node.files())
+    assert plans == [1]
+    assert kv.files(node.prefix) == {**node.files(), "foreign": b"put by hand"}
+    assert manifest_of(kv, node.prefix)["paths"] == sorted([*node.files(), "foreign"])
 
 
 def test_a_held_lock_makes_push_wait_and_then_exit_4(node: Node, kv: KV, agent: Any) -> None:
