@@ -4,8 +4,8 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY fileconsul ./fileconsul
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && pip download --no-cache-dir --dest /wheels "httpx>=0.27" "click>=8.1" "watchdog>=4" "xxhash>=3" "pathspec>=0.12"
+# fileconsul's wheel and the wheels of everything it depends on, as pyproject.toml lists them.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ARG VERSION=0.1.0

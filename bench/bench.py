@@ -323,6 +323,7 @@ def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
     """Time from a push's commit to the file on disk in a second node under `watch`."""
     from fileconsul import config, sync
     from fileconsul.consul import ConsulClient
+    from fileconsul.run import Run
 
     work = Path(tempfile.mkdtemp(prefix="watch-", dir=bench.work))
     a, b = work / "a", work / "b"
@@ -331,7 +332,7 @@ def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
     prefix = bench.prefix()
     (a / "seed").write_text("seed")
     settings = config.settings(addr=bench.agent.addr, prefix=prefix, basepath=a, env={})
-    run = sync.Run(settings, ConsulClient(settings.consul))
+    run = Run(settings, ConsulClient(settings.consul))
     sync.push(run)
     args = [sys.executable, "-m", "fileconsul", "watch", "--addr", bench.agent.addr]
     args += ["--prefix", prefix, "--basepath", str(b), "--no-report", "-q"]

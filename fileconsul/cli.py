@@ -1,21 +1,26 @@
-"""The command line: click commands that build settings, run the library and render results."""
+"""The command line: click commands that build settings, run the library and render results.
+
+The connection and path options are accepted before or after the command name; they land in
+one `Common` object on the click context, the command's own options in its typed options.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
 
-from fileconsul import __version__, config, render, sync
-from fileconsul import fleet as fleet_mod
-from fileconsul import watch as watch_mod
+from fileconsul import __version__, config, deliver, fleet, handler, render, sync, watch
 from fileconsul.consul import ConsulClient
 from fileconsul.errors import EXIT_CHANGES, EXIT_INTERNAL, FileconsulError, Interrupted
+from fileconsul.hooks import Hooks
+from fileconsul.run import Run, Step
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Pushes and pulls of fewer files finish before a bar would be worth drawing.
@@ -45,11 +50,91 @@ class Group(click.Group):
             ctx.exit(EXIT_INTERNAL)
 
 
-def _stack(func: F, options: Sequence[Callable[[Any], Any]]) -> F:
+# -- options shared by every command, before or after its name ---------------------------
+
+
+@dataclass
+class Common:
+    """The connection and path options, wherever they were given (the command's win)."""
+
+    addr: str | None = None
+    dc: str | None = None
+    prefix: str | None = None
+    basepath: str | None = None
+    token: str | None = None
+    lock_wait: float = 30.0
+    quiet: bool = False
+    verbose: bool = False
+
+    def settings(self) -> config.Settings:
+        return config.settings(
+            addr=self.addr,
+            token=self.token,
+            dc=self.dc,
+            prefix=self.prefix,
+            basepath=self.basepath,
+        )
+
+
+def _store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is not None and value is not False and param.name:
+        setattr(ctx.ensure_object(Common), param.name, value)
+
+
+def _common(*decls: str, **kw: Any) -> Callable[[F], F]:
+    return click.option(*decls, expose_value=False, callback=_store, **kw)
+
+
+COMMON_OPTIONS = [
+    _common(
+        "--addr",
+        "-addr",
+        metavar="ADDR",
+        help="Consul HTTP address: HOST:PORT, http(s)://HOST:PORT or unix:///path "
+        "[env: CONSUL_HTTP_ADDR; default 127.0.0.1:8500].",
+    ),
+    _common("--dc", "-dc", metavar="DC", help="Consul datacenter [default: the agent's own]."),
+    _common(
+        "--prefix",
+        "-prefix",
+        metavar="PREFIX",
+        help="KV prefix the tree lives under [env: FILECONSUL_PREFIX; default fileconsul].",
+    ),
+    _common(
+        "--basepath",
+        "-basepath",
+        metavar="DIR",
+        help="Local directory that is shared [env: FILECONSUL_BASEPATH; default .].",
+    ),
+    _common(
+        "--token",
+        metavar="TOKEN",
+        help="ACL token, sent as X-Consul-Token [env: CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE].",
+    ),
+    _common(
+        "--lock-wait",
+        type=click.FloatRange(min=0),
+        metavar="SECONDS",
+        help="Seconds to wait for another node's push to finish [default: 30].",
+    ),
+    _common("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
+    _common("-v", "--verbose", is_flag=True, help="Also print request counts and bytes received."),
+]
+
+
+def _stack(func: F, options: list[Callable[[Any], Any]]) -> F:
     """Apply click option decorators in the order they are listed (as --help shows them)."""
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def common_options(func: F) -> F:
+    return _stack(func, COMMON_OPTIONS)
+
+
+def hook_options(func: F) -> F:
+    return _stack(func, HOOK_OPTIONS)
 
 
 MAX_DELETE = click.option(
@@ -58,108 +143,40 @@ MAX_DELETE = click.option(
     metavar="N",
     help="Allow up to N deletions [default: half of the tracked files].",
 )
+DRY_RUN = click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+FORCE = click.option(
+    "--force", is_flag=True, help="Resolve conflicts for this side and lift the delete cap."
+)
+NODE = click.option(
+    "--node", metavar="NAME", help="Node name in the fleet report [default: the agent's node name]."
+)
+NO_REPORT = click.option(
+    "--no-report",
+    is_flag=True,
+    help="Do not write this node's fleet report (<prefix>.nodes/<node>).",
+)
+HOOK_OPTIONS = [
+    click.option(
+        "--exec",
+        "exec_cmd",
+        metavar="CMD",
+        help="Run CMD through the shell after changes were applied; the changed paths are in "
+        "$FILECONSUL_CHANGED and, as JSON, on its stdin.",
+    ),
+    click.option(
+        "--on-failure",
+        metavar="CMD",
+        help="Run CMD when applying or the --exec hook failed ($FILECONSUL_ERROR says why).",
+    ),
+]
 
 
-def connection_options(func: F) -> F:
-    """The original tool's flags (also spelled with one dash), and Consul's token."""
-    options = [
-        click.option(
-            "--addr",
-            "-addr",
-            metavar="ADDR",
-            help="Consul HTTP address: HOST:PORT, http(s)://HOST:PORT or unix:///path "
-            "[env: CONSUL_HTTP_ADDR; default 127.0.0.1:8500].",
-        ),
-        click.option(
-            "--dc", "-dc", metavar="DC", help="Consul datacenter [default: the agent's own]."
-        ),
-        click.option(
-            "--prefix",
-            "-prefix",
-            default=config.DEFAULT_PREFIX,
-            show_default=True,
-            envvar="FILECONSUL_PREFIX",
-            help="KV prefix the tree lives under [env: FILECONSUL_PREFIX].",
-        ),
-        click.option(
-            "--basepath",
-            "-basepath",
-            default=".",
-            show_default=True,
-            envvar="FILECONSUL_BASEPATH",
-            type=click.Path(file_okay=False),
-            help="Local directory that is shared [env: FILECONSUL_BASEPATH].",
-        ),
-        click.option(
-            "--token",
-            metavar="TOKEN",
-            help="ACL token, sent as X-Consul-Token [env: CONSUL_HTTP_TOKEN, "
-            "CONSUL_HTTP_TOKEN_FILE].",
-        ),
-        click.option(
-            "--lock-wait",
-            type=click.FloatRange(min=0),
-            default=30.0,
-            show_default=True,
-            help="Seconds to wait for another node's push to finish.",
-        ),
-        click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors."),
-        click.option(
-            "-v", "--verbose", is_flag=True, help="Also print warnings' details and traffic."
-        ),
-    ]
-    return _stack(func, options)
-
-
-def change_options(func: F) -> F:
-    options = [
-        click.option("--dry-run", is_flag=True, help="Show what would change; change nothing."),
-        click.option(
-            "--force",
-            is_flag=True,
-            help="Resolve conflicts for this side and lift the delete cap.",
-        ),
-        MAX_DELETE,
-    ]
-    return _stack(func, options)
-
-
-def apply_options(func: F) -> F:
-    """What happens around an apply: hooks and the fleet report (pull and watch)."""
-    options = [
-        click.option(
-            "--exec",
-            "exec_cmd",
-            metavar="CMD",
-            help="Run CMD through the shell after changes were applied; the changed paths "
-            "are in $FILECONSUL_CHANGED and, as JSON, on its stdin.",
-        ),
-        click.option(
-            "--on-failure",
-            metavar="CMD",
-            help="Run CMD when applying or the --exec hook failed ($FILECONSUL_ERROR says why).",
-        ),
-    ]
-    return report_options(_stack(func, options))
-
-
-def report_options(func: F) -> F:
-    """The fleet report (<prefix>.nodes/<node>) written after a pull, an apply or a push."""
-    func = click.option(
-        "--node",
-        metavar="NAME",
-        help="Node name in the fleet report [default: the agent's node name].",
-    )(func)
-    return click.option(
-        "--no-report",
-        is_flag=True,
-        help="Do not write this node's fleet report (<prefix>.nodes/<node>).",
-    )(func)
+# -- output ----------------------------------------------------------------------------------
 
 
 class Output:
-    def __init__(self, quiet: bool, verbose: bool) -> None:
-        self.quiet, self.verbose = quiet, verbose
+    def __init__(self, common: Common) -> None:
+        self.quiet, self.verbose = common.quiet, common.verbose
 
     def out(self, text: str) -> None:
         if not self.quiet and text:
@@ -169,75 +186,83 @@ class Output:
         if not self.quiet:
             click.echo(f"fileconsul: warning: {text}", err=True)
 
-    @contextmanager
-    def _bar(self, label: str, total: int) -> Iterator[Callable[[int], None]]:
-        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
-            yield bar.update
-
-    def progress(self, label: str, total: int) -> AbstractContextManager[Callable[[int], None]]:
-        """A progress bar on a terminal for long pushes and pulls; nothing otherwise."""
-        if self.quiet or total < PROGRESS_MIN or not sys.stderr.isatty():
-            return nullcontext(lambda count: None)
-        return self._bar(label, total)
+    def error(self, text: str) -> None:
+        click.echo(f"fileconsul: {text}", err=True)
 
     def debug(self, text: str) -> None:
         if self.verbose:
             click.echo(f"fileconsul: {text}", err=True)
 
+    @contextmanager
+    def _bar(self, label: str, total: int) -> Iterator[Step]:
+        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+            yield bar.update
+
+    def progress(self, label: str, total: int) -> AbstractContextManager[Step]:
+        """A progress bar on a terminal for long pushes and pulls; nothing otherwise."""
+        if self.quiet or total < PROGRESS_MIN or not sys.stderr.isatty():
+            return nullcontext(lambda count: None)
+        return self._bar(label, total)
+
 
 @contextmanager
-def open_run(
-    out: Output,
-    *,
-    addr: str | None,
-    dc: str | None,
-    prefix: str,
-    basepath: str,
-    token: str | None,
-    lock_wait: float,
-    **_: Any,
-) -> Iterator[sync.Run]:
-    settings = config.settings(addr=addr, token=token, dc=dc, prefix=prefix, basepath=basepath)
+def open_run(ctx: click.Context, *, stale: bool = False) -> Iterator[tuple[Run, Output]]:
+    """The command's Run (settings, one Consul client) and its output, from the context."""
+    common = ctx.ensure_object(Common)
+    out = Output(common)
+    settings = common.settings()
     for warning in settings.warnings:
         out.warn(warning)
     with ConsulClient(settings.consul) as client:
-        yield sync.Run(settings, client, lock_wait=lock_wait, progress=out.progress)
+        yield Run(settings, client, common.lock_wait, stale, out.progress), out
         out.debug(f"{client.requests} requests, {client.bytes_received} bytes received")
+
+
+# -- commands --------------------------------------------------------------------------------
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="fileconsul")
+@common_options
 def cli() -> None:
-    """Share a directory tree across a Consul cluster through its key/value store."""
+    """Share a directory tree across a Consul cluster through its key/value store.
+
+    \b
+    On one node:    fileconsul push --basepath /etc/consul-share
+    On the others:  fileconsul pull --basepath /etc/consul-share
+    """
 
 
 @cli.command()
-@connection_options
+@common_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option(
     "--fleet",
+    "show_fleet",
     is_flag=True,
     help="List every node's last applied revision: current, lagging or failed.",
 )
 @click.pass_context
-def status(
-    ctx: click.Context, /, as_json: bool, fleet: bool, quiet: bool, verbose: bool, **kw: Any
-) -> None:
+def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
     """Show what push and pull would change, and any conflicts.
 
     Exits 0 when in sync, 1 when there is anything to push, pull or resolve. With --fleet,
     exits 1 when any node is not current.
+
+    \b
+    Examples:
+      fileconsul status --basepath /etc/consul-share
+      fileconsul status --fleet --json
     """
-    out = Output(quiet, verbose)
-    if fleet:
-        with open_run(out, **kw) as run:
-            revision, nodes = fleet_mod.read(run.client, run.prefix)
+    if show_fleet:
+        with open_run(ctx) as (run, out):
+            revision, nodes = fleet.read(run.client, run.prefix)
         if as_json:
             click.echo(json.dumps(render.fleet_json(run.prefix, revision, nodes), indent=2))
         else:
             out.out(render.fleet_text(revision, nodes))
         ctx.exit(0 if nodes and all(n.state == "current" for n in nodes) else EXIT_CHANGES)
-    with open_run(out, **kw) as run:
+    with open_run(ctx) as (run, out):
         result = sync.status(run)
     for warning in result.warnings:
         out.warn(warning)
@@ -250,39 +275,47 @@ def status(
 
 
 @cli.command()
-@connection_options
-@change_options
-@report_options
+@common_options
+@DRY_RUN
+@FORCE
+@MAX_DELETE
+@NO_REPORT
+@NODE
 @click.pass_context
 def push(
     ctx: click.Context,
-    /,
-    quiet: bool,
-    verbose: bool,
     dry_run: bool,
     force: bool,
     max_delete: int | None,
     no_report: bool,
     node: str | None,
-    **kw: Any,
 ) -> None:
     """Send local changes to Consul as one commit.
 
     When nothing is left to pull afterwards, the node's fleet report says it holds the new
     revision.
+
+    \b
+    Examples:
+      fileconsul push --dry-run
+      fileconsul push --basepath /etc/consul-share
     """
-    out = Output(quiet, verbose)
-    with open_run(out, **kw) as run:
+    with open_run(ctx) as (run, out):
         outcome = sync.push(run, force=force, dry_run=dry_run, max_delete=max_delete)
         if not no_report:
-            outcome.warnings += watch_mod.report_push(run, node, outcome)
-    _finish(ctx, out, "push", outcome)
+            outcome.warnings += deliver.report_push(run, node, outcome)
+    _print_outcome(out, "push", outcome)
+    ctx.exit(outcome.exit_code)
 
 
 @cli.command()
-@connection_options
-@change_options
-@apply_options
+@common_options
+@DRY_RUN
+@FORCE
+@MAX_DELETE
+@hook_options
+@NO_REPORT
+@NODE
 @click.option(
     "--strict",
     is_flag=True,
@@ -291,9 +324,6 @@ def push(
 @click.pass_context
 def pull(
     ctx: click.Context,
-    /,
-    quiet: bool,
-    verbose: bool,
     dry_run: bool,
     force: bool,
     max_delete: int | None,
@@ -302,50 +332,44 @@ def pull(
     no_report: bool,
     node: str | None,
     strict: bool,
-    **kw: Any,
 ) -> None:
     """Apply remote changes to the local tree, verified and atomically.
 
     Run by `consul watch` (CONSUL_INDEX is set), it reads the watch's JSON from stdin, uses a
     keyprefix payload as the tree, and exits 0 even on errors unless --strict.
+
+    \b
+    Examples:
+      fileconsul pull --basepath /etc/consul-share --exec 'systemctl reload consul'
+      consul watch -type keyprefix -prefix fileconsul/ fileconsul pull
     """
-    out = Output(quiet, verbose)
-    handler = "CONSUL_INDEX" in os.environ
-    options = watch_mod.ApplyOptions(
-        watch_mod.Hooks(exec_cmd, on_failure), not no_report, node, force, dry_run, max_delete
+    as_handler = "CONSUL_INDEX" in os.environ
+    options = deliver.DeliverOptions(
+        hooks=Hooks(exec_cmd, on_failure),
+        report=not no_report,
+        node=node,
+        force=force,
+        dry_run=dry_run,
+        max_delete=max_delete,
     )
+    code = 0
     try:
-        with open_run(out, **kw) as run:
-            entries = None
-            if handler:
-                entries = watch_mod.parse_payload(sys.stdin.read(), run.prefix)
-            applied = watch_mod.apply_remote(run, options, entries=entries)
-        code = _report_apply(out, applied)
+        with open_run(ctx) as (run, out):
+            entries = handler.parse_payload(sys.stdin.read(), run.prefix) if as_handler else None
+            delivery = deliver.deliver(run, options, entries=entries)
+        code = _print_delivery(out, delivery)
     except FileconsulError as exc:
-        if not handler or strict:
+        if not as_handler or strict:
             raise
         click.echo(f"fileconsul: {exc}", err=True)
-        code = exc.exit_code
-    if handler and not strict:
-        code = 0
-    ctx.exit(code)
+    ctx.exit(0 if as_handler and not strict else code)
 
 
-def _report_apply(out: Output, applied: watch_mod.Applied, *, quiet_noop: bool = False) -> int:
-    """Print what an apply did (a watch stays silent when it did nothing); its exit code."""
-    outcome = applied.outcome
-    if outcome is not None and (outcome.actions or outcome.skipped or not quiet_noop):
-        _print_outcome(out, "pull", outcome)
-    for note in applied.notes:
-        out.warn(note)
-    if applied.error is not None:
-        click.echo(f"fileconsul: {applied.error}", err=True)
-    return applied.exit_code
-
-
-@cli.command()
-@connection_options
-@apply_options
+@cli.command(name="watch")
+@common_options
+@hook_options
+@NO_REPORT
+@NODE
 @MAX_DELETE
 @click.option("--stale", is_flag=True, help="Let any Consul server answer, to spread the load.")
 @click.option(
@@ -371,11 +395,8 @@ def _report_apply(out: Output, applied: watch_mod.Applied, *, quiet_noop: bool =
     help="Longest blocking query to Consul.",
 )
 @click.pass_context
-def watch(
+def watch_command(
     ctx: click.Context,
-    /,
-    quiet: bool,
-    verbose: bool,
     exec_cmd: str | None,
     on_failure: str | None,
     no_report: bool,
@@ -386,55 +407,73 @@ def watch(
     once: bool,
     push_local: bool,
     wait: float,
-    **kw: Any,
 ) -> None:
     """Apply every remote change as it happens (and, with --push, push local ones).
 
     Stops cleanly on SIGTERM or SIGINT, between applies (exit 0).
+
+    \b
+    Examples:
+      fileconsul watch --basepath /etc/consul-share --exec 'systemctl reload consul'
+      fileconsul watch --push --random-delay 2
     """
-    out = Output(quiet, verbose)
-    options = watch_mod.WatchOptions(
-        watch_mod.ApplyOptions(
-            watch_mod.Hooks(exec_cmd, on_failure), not no_report, node, max_delete=max_delete
+    options = watch.WatchOptions(
+        deliver.DeliverOptions(
+            hooks=Hooks(exec_cmd, on_failure),
+            report=not no_report,
+            node=node,
+            max_delete=max_delete,
         ),
         random_delay=random_delay,
         once=once,
         wait=wait,
     )
-    stopper = watch_mod.Stopper()
+    stopper = watch.Stopper()
     stopper.install()
-    pusher = None
     try:
-        with open_run(out, **kw) as run:
-            run.stale = stale
-            if push_local:
-                pusher = _start_pusher(run, out)
-            code = watch_mod.watch(
-                run, options, stopper, lambda a: _report_apply(out, a, quiet_noop=True), out.warn
+        with open_run(ctx, stale=stale) as (run, out), _local_pusher(run, out, push_local):
+            code = watch.watch(
+                run, options, stopper, lambda d: _print_delivery(out, d, quiet_noop=True), out.warn
             )
     finally:
-        if pusher is not None:
-            pusher.stop()
         stopper.restore()
     ctx.exit(code)
 
 
-def _start_pusher(run: sync.Run, out: Output) -> watch_mod.LocalPusher:
-    push_run = sync.Run(run.settings, watch_mod.client_for(run), lock_wait=run.lock_wait)
+@contextmanager
+def _local_pusher(run: Run, out: Output, enabled: bool) -> Iterator[None]:
+    """With `enabled`, push local changes from a thread of its own, on a client of its own."""
+    if not enabled:
+        yield
+        return
+    from fileconsul.pusher import LocalPusher
 
-    def push_once() -> None:
-        outcome = sync.push(push_run)
-        if outcome.actions:
-            _print_outcome(out, "push", outcome)
+    with ConsulClient(run.settings.consul) as client:
+        push_run = Run(run.settings, client, run.lock_wait)
 
-    pusher = watch_mod.LocalPusher(run.settings.basepath, push_once, out.warn)
-    pusher.start()
-    return pusher
+        def push_once() -> None:
+            outcome = sync.push(push_run)
+            if outcome.actions:
+                _print_outcome(out, "push", outcome)
+
+        pusher = LocalPusher(run.settings.basepath, push_once, out.warn)
+        pusher.start()
+        try:
+            yield
+        finally:
+            pusher.stop()
 
 
-def _finish(ctx: click.Context, out: Output, command: str, outcome: sync.Outcome) -> None:
-    _print_outcome(out, command, outcome)
-    ctx.exit(outcome.exit_code)
+def _print_delivery(out: Output, delivery: deliver.Delivery, *, quiet_noop: bool = False) -> int:
+    """Print what a delivery did (a watch stays silent when it did nothing); its exit code."""
+    outcome = delivery.outcome
+    if outcome is not None and (outcome.actions or outcome.skipped or not quiet_noop):
+        _print_outcome(out, "pull", outcome)
+    for note in delivery.notes:
+        out.warn(note)
+    if delivery.error is not None:
+        out.error(str(delivery.error))
+    return delivery.exit_code
 
 
 def _print_outcome(out: Output, command: str, outcome: sync.Outcome) -> None:
@@ -442,7 +481,7 @@ def _print_outcome(out: Output, command: str, outcome: sync.Outcome) -> None:
         out.warn(warning)
     out.out(render.outcome_text(command, outcome))
     for path, why in outcome.skipped:
-        click.echo(f"fileconsul: skipped {path!r}: {why}", err=True)
+        out.error(f"skipped {path!r}: {why}")
 
 
 def main() -> None:

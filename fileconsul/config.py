@@ -88,6 +88,19 @@ def _token(flag: str | None, env: Mapping[str, str]) -> str | None:
     return flag or env.get("CONSUL_HTTP_TOKEN") or None
 
 
+def _timeout(env: Mapping[str, str]) -> float:
+    raw = env.get("FILECONSUL_HTTP_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise UsageError(f"FILECONSUL_HTTP_TIMEOUT={raw!r} is not a number of seconds above 0")
+    return seconds
+
+
 def consul_settings(
     *,
     addr: str | None = None,
@@ -109,6 +122,7 @@ def consul_settings(
     if bool(cert) != bool(key):
         raise UsageError("set both CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY, or neither")
     return ConsulSettings(
+        timeout=_timeout(env),
         base_url=base_url,
         uds=uds,
         token=_token(token, env),
@@ -128,12 +142,16 @@ def settings(
     addr: str | None = None,
     token: str | None = None,
     dc: str | None = None,
-    prefix: str = DEFAULT_PREFIX,
-    basepath: str | Path = ".",
+    prefix: str | None = None,
+    basepath: str | Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
+    """Settings from explicit values, else FILECONSUL_* and CONSUL_* variables, else defaults."""
+    env = os.environ if env is None else env
     warnings: list[str] = []
     consul = consul_settings(addr=addr, token=token, dc=dc, env=env, warnings=warnings)
+    prefix = prefix or env.get("FILECONSUL_PREFIX") or DEFAULT_PREFIX
+    basepath = basepath or env.get("FILECONSUL_BASEPATH") or "."
     try:
         clean_prefix = normalize_prefix(prefix)
     except ValueError as exc:

@@ -11,15 +11,11 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from fileconsul.consul import ConsulClient
-from fileconsul.keys import unsafe_reason
-from fileconsul.remote import manifest_key
+from fileconsul.errors import FileconsulError
+from fileconsul.keys import manifest_key, nodes_prefix, unsafe_reason
 
 Result = Literal["ok", "conflict", "error"]
 NodeState = Literal["current", "lagging", "failed"]
-
-
-def nodes_prefix(prefix: str) -> str:
-    return f"{prefix}.nodes/"
 
 
 @dataclass(frozen=True)
@@ -51,13 +47,21 @@ def node_name(client: ConsulClient, override: str | None = None) -> str:
     return name if unsafe_reason(name) is None else quote(name, safe="")
 
 
-def write(client: ConsulClient, prefix: str, report: Report) -> None:
-    body = json.dumps(asdict(report), separators=(",", ":")).encode()
-    client.put(nodes_prefix(prefix) + report.node, body)
-
-
 def now() -> float:
     return round(time.time(), 3)
+
+
+def report(client: ConsulClient, prefix: str, new: Report) -> str | None:
+    """Write `new` unless the node's report already says the same; a note when it could not
+    be written (the apply itself stands)."""
+    try:
+        previous = read_one(client, prefix, new.node)
+        if new.applied or previous is None or not previous.same_state(new):
+            body = json.dumps(asdict(new), separators=(",", ":")).encode()
+            client.put(nodes_prefix(prefix) + new.node, body)
+    except FileconsulError as exc:
+        return f"fleet report not written ({exc})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -73,14 +77,14 @@ def read(client: ConsulClient, prefix: str) -> tuple[int, list[FleetNode]]:
     entries, _ = client.recurse(nodes_prefix(prefix))
     nodes = []
     for entry in entries:
-        report = _parse(entry.key[len(nodes_prefix(prefix)) :], entry.value)
-        if report.result != "ok":
+        parsed = _parse(entry.key[len(nodes_prefix(prefix)) :], entry.value)
+        if parsed.result != "ok":
             state: NodeState = "failed"
-        elif report.revision >= revision:
+        elif parsed.revision >= revision:
             state = "current"
         else:
             state = "lagging"
-        nodes.append(FleetNode(report, state))
+        nodes.append(FleetNode(parsed, state))
     return revision, sorted(nodes, key=lambda n: n.report.node)
 
 

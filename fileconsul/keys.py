@@ -11,6 +11,8 @@ import re
 
 INTERNAL_DIR = ".fileconsul"
 MANIFEST_PATH = f"{INTERNAL_DIR}/manifest"
+#: Names starting with this are a pull's temporary files and directories; never synced.
+TMP_PREFIX = ".fileconsul-tmp-"
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 4096
 
@@ -25,6 +27,10 @@ def unsafe_reason(path: str) -> str | None:
     """Why `path` cannot be synced as a file, or None when it is safe."""
     if len(path) <= MAX_PATH_BYTES and _PLAIN.fullmatch(path):
         return None
+    return _whole_name_reason(path) or _segment_reason(path)
+
+
+def _whole_name_reason(path: str) -> str | None:
     if not path:
         return "empty name"
     if path.startswith("/"):
@@ -37,6 +43,10 @@ def unsafe_reason(path: str) -> str | None:
         return "control character in name"
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
         return f"name longer than {MAX_PATH_BYTES} bytes"
+    return None
+
+
+def _segment_reason(path: str) -> str | None:
     for segment in path.split("/"):
         if segment in ("", ".", ".."):
             return f"'{segment or '//'}' segment"
@@ -61,3 +71,24 @@ def normalize_prefix(prefix: str) -> str:
     if reason is not None:
         raise ValueError(f"invalid prefix {prefix!r}: {reason}")
     return cleaned
+
+
+# -- where things live in Consul ------------------------------------------------------------
+
+
+def file_key(prefix: str, path: str) -> str:
+    return f"{prefix}/{path}"
+
+
+def manifest_key(prefix: str) -> str:
+    return file_key(prefix, MANIFEST_PATH)
+
+
+def lock_key(prefix: str) -> str:
+    """Outside `<prefix>/`: taking the lock wakes no watcher and moves no listing index."""
+    return f"{prefix}.lock"
+
+
+def nodes_prefix(prefix: str) -> str:
+    """Where each node's fleet report lives, outside `<prefix>/`."""
+    return f"{prefix}.nodes/"

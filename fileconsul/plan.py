@@ -6,15 +6,13 @@ empty, so equal files count as synced and different ones as conflicts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from fileconsul.errors import InvalidInput
-from fileconsul.manifest import FileInfo
+from fileconsul.fileinfo import FileInfo, Files
 
 ChangeKind = Literal["added", "modified", "deleted", "mode"]
-Files = Mapping[str, FileInfo]
 
 
 class Action(NamedTuple):

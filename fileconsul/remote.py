@@ -13,17 +13,9 @@ from dataclasses import dataclass, field
 
 from fileconsul.consul import ConsulClient, KVEntry, kv_get_tree
 from fileconsul.errors import ConflictError
-from fileconsul.keys import MANIFEST_PATH, is_internal, unsafe_reason
-from fileconsul.manifest import DEFAULT_MODE, FileInfo, content_hash, decode, hash_to_flags
-
-
-def manifest_key(prefix: str) -> str:
-    return f"{prefix}/{MANIFEST_PATH}"
-
-
-def lock_key(prefix: str) -> str:
-    """Outside `<prefix>/`: taking the lock wakes no watcher and moves no listing index."""
-    return f"{prefix}.lock"
+from fileconsul.fileinfo import DEFAULT_MODE, FileInfo, content_hash, hash_to_flags
+from fileconsul.keys import file_key, is_internal, lock_key, manifest_key, unsafe_reason
+from fileconsul.manifest import decode
 
 
 @dataclass
@@ -48,9 +40,6 @@ class RemoteTree:
     fast: bool = False
     #: The X-Consul-Index of the listing the fast path trusted (0 otherwise).
     listing_index: int = 0
-
-    def key(self, path: str) -> str:
-        return f"{self.prefix}/{path}"
 
     def plans_like(self, other: RemoteTree) -> bool:
         """Whether a push planned on `other` plans the same on this tree: the same files (so
@@ -89,7 +78,7 @@ def _parse_manifest(entry: KVEntry | None, tree: RemoteTree) -> dict[str, FileIn
         files = decode(entry.value)
     except ValueError as exc:
         tree.warnings.append(
-            f"the manifest {tree.key(MANIFEST_PATH)} is corrupt ({exc}); reading every value "
+            f"the manifest {manifest_key(tree.prefix)} is corrupt ({exc}); reading every value "
             "instead (the next push rewrites it)"
         )
         return None
@@ -160,7 +149,7 @@ def from_entries(prefix: str, entries: list[KVEntry]) -> RemoteTree:
     by_key = {e.key: e for e in entries}
     manifest = _parse_manifest(by_key.get(manifest_key(prefix)), tree) or {}
     for rel in sorted(_split_keys(prefix, list(by_key), tree)):
-        _add_entry(tree, rel, by_key[tree.key(rel)], manifest.get(rel))
+        _add_entry(tree, rel, by_key[file_key(prefix, rel)], manifest.get(rel))
     # A path in the manifest whose key is gone was deleted after the commit: it stays deleted.
     return tree
 

@@ -12,13 +12,15 @@ from fileconsul.sync import Outcome
 _WIDTH = 11
 
 
-def status_json(prefix: str, p: Plan) -> dict[str, Any]:
+def status_json(prefix: str, plan: Plan) -> dict[str, Any]:
     return {
         "prefix": prefix,
-        "in_sync": p.in_sync,
-        "push": [{"path": a.path, "change": a.change} for a in p.push],
-        "pull": [{"path": a.path, "change": a.change} for a in p.pull],
-        "conflicts": [{"path": c.path, "local": c.local, "remote": c.remote} for c in p.conflicts],
+        "in_sync": plan.in_sync,
+        "push": [{"path": a.path, "change": a.change} for a in plan.push],
+        "pull": [{"path": a.path, "change": a.change} for a in plan.pull],
+        "conflicts": [
+            {"path": c.path, "local": c.local, "remote": c.remote} for c in plan.conflicts
+        ],
     }
 
 
@@ -26,23 +28,23 @@ def _line(label: str, path: str, indent: str = "    ") -> str:
     return f"{indent}{label + ':':<{_WIDTH}} {path}"
 
 
-def status_text(p: Plan) -> str:
-    if p.in_sync:
+def status_text(plan: Plan) -> str:
+    if plan.in_sync:
         return "Everything up-to-date."
     lines: list[str] = []
-    if p.push:
+    if plan.push:
         lines += ["Changes to be pushed:", '  (use "fileconsul push" to send these to Consul)']
-        lines += [_line(a.change, a.path) for a in p.push]
-    if p.pull:
+        lines += [_line(a.change, a.path) for a in plan.push]
+    if plan.pull:
         lines += ["Changes to be pulled:", '  (use "fileconsul pull" to apply these locally)']
-        lines += [_line(a.change, a.path) for a in p.pull]
-    if p.conflicts:
+        lines += [_line(a.change, a.path) for a in plan.pull]
+    if plan.conflicts:
         lines += [
             "Conflicts:",
             "  (changed on both sides: merge by hand, or keep one side with",
             '   "fileconsul push --force" (local) or "fileconsul pull --force" (remote))',
         ]
-        lines += [f"    {c.path} (local {c.local}, remote {c.remote})" for c in p.conflicts]
+        lines += [f"    {c.path} (local {c.local}, remote {c.remote})" for c in plan.conflicts]
     return "\n".join(lines)
 
 

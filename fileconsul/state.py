@@ -12,19 +12,41 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
+from fileconsul import columns
 from fileconsul.errors import ConflictError, InvalidInput
+from fileconsul.fileinfo import FileInfo
 from fileconsul.keys import INTERNAL_DIR
-from fileconsul.manifest import FileInfo, columns, from_columns
+from fileconsul.manifest import FILE_COLUMNS
 
 FORMAT = 2
+#: A file's (size, mtime in ns, inode): while it stands, the cached hash holds.
 StatKey = tuple[int, int, int]
-HashCache = dict[str, tuple[StatKey, str]]
+
+
+class Cached(NamedTuple):
+    hash: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @property
+    def stat(self) -> StatKey:
+        return (self.size, self.mtime_ns, self.inode)
+
+
+HashCache = dict[str, Cached]
+_CACHE_COLUMNS = (
+    columns.Column("hashes", hashes=True),
+    columns.Column("sizes"),
+    columns.Column("mtimes"),
+    columns.Column("inodes"),
+)
 
 
 @dataclass
@@ -34,6 +56,15 @@ class Record:
     files: dict[str, FileInfo] = field(default_factory=dict)
     exists: bool = False
     hash_cache: HashCache = field(default_factory=dict)
+
+    def advance(self, changes: Iterable[tuple[str, FileInfo | None]], revision: int) -> None:
+        """Take each (path, state now the same on both sides; None when gone)."""
+        for path, info in changes:
+            if info is None:
+                self.files.pop(path, None)
+            else:
+                self.files[path] = info
+        self.revision = revision
 
 
 def internal_dir(basepath: Path) -> Path:
@@ -63,9 +94,8 @@ def load(basepath: Path, prefix: str) -> Record:
     try:
         if data.get("format") == 1:
             files = {p: FileInfo(h, n, m) for p, (h, n, m) in data["files"].items()}
-            cache = {p: ((s[0], s[1], s[2]), h) for p, (s, h) in data["hash_cache"].items()}
         else:
-            files = from_columns(data["files"])
+            files = columns.decode(data["files"], FILE_COLUMNS, FileInfo)
         return Record(prefix, int(data.get("revision", 0)), files, True, cache)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise InvalidInput(f"the local record {path} is corrupt ({exc}); remove it") from exc
@@ -74,8 +104,9 @@ def load(basepath: Path, prefix: str) -> Record:
 def _load_cache(basepath: Path, prefix: str) -> HashCache:
     """The hash cache; empty when missing or unreadable (it only saves reading files again)."""
     try:
-        return _cache_from_columns(json.loads(_cache_path(basepath, prefix).read_bytes()))
-    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        data = json.loads(_cache_path(basepath, prefix).read_bytes())
+        return columns.decode(data, _CACHE_COLUMNS, Cached)
+    except (OSError, ValueError, TypeError, AttributeError):
         return {}
 
 
@@ -85,7 +116,7 @@ def save(basepath: Path, record: Record) -> None:
         "format": FORMAT,
         "prefix": record.prefix,
         "revision": record.revision,
-        "files": columns(record.files),
+        "files": columns.encode(record.files, FILE_COLUMNS),
     }
     _replace(_record_path(basepath, record.prefix), data, durable=True)
     save_cache(basepath, record)
@@ -94,7 +125,7 @@ def save(basepath: Path, record: Record) -> None:
 def save_cache(basepath: Path, record: Record) -> None:
     """Write the hash cache, not durably: a cache lost in a crash costs a rehash, and its
     entries are keyed by stat, so an old one never vouches for a changed file."""
-    data = _cache_columns(record.hash_cache)
+    data = columns.encode(record.hash_cache, _CACHE_COLUMNS)
     _replace(_cache_path(basepath, record.prefix), data, durable=False)
 
 
@@ -113,26 +144,6 @@ def _replace(path: Path, data: dict[str, Any], *, durable: bool) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-
-
-def _cache_columns(cache: HashCache) -> dict[str, Any]:
-    """The hash cache as columns, like the manifest's: far faster to write and read."""
-    paths = sorted(cache)
-    return {
-        "paths": paths,
-        "stats": [n for p in paths for n in cache[p][0]],
-        "hashes": "".join(cache[p][1] for p in paths),
-    }
-
-
-def _cache_from_columns(data: dict[str, Any]) -> HashCache:
-    paths, stats, hashes = data["paths"], data["stats"], data["hashes"]
-    if not (3 * len(paths) == len(stats) and 16 * len(paths) == len(hashes)):
-        raise ValueError("hash cache columns of different lengths")
-    return {
-        path: ((stats[3 * i], stats[3 * i + 1], stats[3 * i + 2]), hashes[16 * i : 16 * i + 16])
-        for i, path in enumerate(paths)
-    }
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fileconsul.cli import cli
+from fileconsul.run import Run
 from tests.consul_agent import STARTED, Agent, consul_binary
 
 _counter = itertools.count()
@@ -181,15 +182,23 @@ def kv(agent: Agent) -> KV:
 
 
 class RecordingTransport(httpx.BaseTransport):
-    """The real HTTP transport, recording each request so a test can check what was sent."""
+    """The real HTTP transport, recording each request (and the status it got) so a test can
+    check what was sent; `before(request)` may act first, to inject a fault at that moment."""
 
-    def __init__(self) -> None:
+    def __init__(self, before: Callable[[httpx.Request], None] | None = None) -> None:
         self.inner = httpx.HTTPTransport()
         self.requests: list[tuple[str, str, bytes]] = []
+        self.statuses: list[int] = []
+        self.before = before
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append((request.method, request.url.path, request.read()))
-        return self.inner.handle_request(request)
+        body = request.read()
+        if self.before is not None:
+            self.before(request)
+        self.requests.append((request.method, request.url.path, body))
+        response = self.inner.handle_request(request)
+        self.statuses.append(response.status_code)
+        return response
 
     def close(self) -> None:
         self.inner.close()
@@ -200,12 +209,18 @@ class RecordingTransport(httpx.BaseTransport):
         return [json.loads(body) for method, path, body in self.requests if path == "/v1/txn"]
 
 
-def library_run(node: Node, transport: httpx.BaseTransport | None = None, **kw: Any) -> Any:
-    """A sync.Run for `node`, on a client that may record its traffic."""
-    from fileconsul import config, sync
+def is_write_txn(request: httpx.Request) -> bool:
+    """A transaction that writes (sets, deletes or checks), not one that only reads."""
+    body = request.read()
+    return request.url.path == "/v1/txn" and b'"Verb":"get' not in body.replace(b" ", b"")
+
+
+def library_run(node: Node, transport: httpx.BaseTransport | None = None, **kw: Any) -> Run:
+    """A Run for `node`, on a client that may record its traffic."""
+    from fileconsul import config
     from fileconsul.consul import ConsulClient
 
     settings = config.settings(
         addr=node.addr, prefix=node.prefix, basepath=node.root, token=node.token, env={}
     )
-    return sync.Run(settings, ConsulClient(settings.consul, transport=transport), **kw)
+    return Run(settings, ConsulClient(settings.consul, transport=transport), **kw)

@@ -52,6 +52,8 @@ class Agent:
     dev: bool = True
     extra: list[str] = field(default_factory=list)
     node_name: str = ""
+    #: Also serve HTTPS, on a port of its own (`ports["https"]`).
+    https: bool = False
     process: subprocess.Popen[bytes] | None = None
     http_port: int = 0
     ports: dict[str, int] = field(default_factory=dict)
@@ -68,8 +70,9 @@ class Agent:
 
     def _args(self) -> list[str]:
         if not self.ports:
-            names = ("http", "serf_lan", "serf_wan", "server")
-            self.ports = {name: free_port(self.host) for name in names}
+            names = ["http", "serf_lan", "serf_wan", "server"] + ["https"] * self.https
+            while len(set(self.ports.values())) != len(names):
+                self.ports = {name: free_port(self.host) for name in names}
             self.http_port = self.ports["http"]
         ports = self.ports
         args = [
@@ -86,6 +89,8 @@ class Agent:
             f"-node={self.node_name or 'node-' + str(ports['http'])}",
             "-disable-host-node-id",
         ]
+        if self.https:
+            args.append(f"-https-port={ports['https']}")
         if self.dev:
             args.append("-dev")
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,9 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fileconsul import config
-from fileconsul.consul import ConsulClient
-from fileconsul.errors import ConsulUnavailable
+from fileconsul.keys import lock_key
 from tests.conftest import KV, Node
 from tests.consul_agent import Agent, free_port
 
@@ -64,24 +63,39 @@ def test_exit_3_when_consul_is_unreachable_and_nothing_changes(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == [".fileconsul", "f"]
 
 
-def test_exit_3_when_consul_has_no_leader() -> None:
-    def no_leader(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(500, text="No cluster leader")
+def test_exit_3_when_consul_has_no_leader(consul_bin: str, tmp_path: Path) -> None:
+    # A server waiting for two more servers that never come: it answers, without a leader.
+    hcl = 'performance { rpc_hold_timeout = "1s" }'
+    lonely = Agent(consul_bin, dev=False, hcl=hcl, extra=["-server", "-bootstrap-expect=3"])
+    lonely.start(wait_leader=False)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{lonely.url}/v1/status/leader", timeout=2).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        result = fileconsul("status", "--addr", lonely.addr, "--basepath", str(tmp_path))
+        assert result.returncode == 3, result.stderr
+        assert "No cluster leader" in result.stderr
+        assert "retry later" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    finally:
+        lonely.cleanup()
 
-    client = ConsulClient(config.consul_settings(env={}), transport=httpx.MockTransport(no_leader))
-    with pytest.raises(ConsulUnavailable, match="No cluster leader"):
-        client.keys("p/")
-    client.close()
 
-
-def test_exit_3_when_consul_times_out() -> None:
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
-
-    client = ConsulClient(config.consul_settings(env={}), transport=httpx.MockTransport(slow))
-    with pytest.raises(ConsulUnavailable, match="timed out"):
-        client.get("p/k")
-    client.close()
+def test_exit_3_when_consul_times_out(tmp_path: Path) -> None:
+    # A listener that accepts connections and never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        addr = f"127.0.0.1:{silent.getsockname()[1]}"
+        env = {**os.environ, "FILECONSUL_HTTP_TIMEOUT": "0.5"}
+        result = fileconsul("status", "--addr", addr, "--basepath", str(tmp_path), env=env)
+    assert result.returncode == 3, result.stderr
+    assert f"Consul at http://{addr} timed out" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_exit_4_on_a_conflict_with_a_hint(make_node: Any) -> None:
@@ -97,7 +111,7 @@ def test_exit_4_on_a_conflict_with_a_hint(make_node: Any) -> None:
 def test_exit_130_when_interrupted(node: Node, kv: KV, agent: Agent) -> None:
     session = httpx.put(f"{agent.url}/v1/session/create", json={"TTL": "30s"}).json()["ID"]
     try:
-        kv.put(f"{node.prefix}.lock", b"x", acquire=session)
+        kv.put(lock_key(node.prefix), b"x", acquire=session)
         node.write("f", "x")
         proc = subprocess.Popen(
             [
@@ -266,12 +280,10 @@ def test_acl_minimal_puller_policy_pulls_and_reports(
 def test_exit_70_and_one_line_on_an_internal_error(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fileconsul import sync
-
-    def broken(run: Any) -> Any:
+    def broken(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(sync, "status", broken)
+    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", broken)
     result = node.run("status")
     assert result.exit_code == 70
     assert result.stderr.startswith("fileconsul: internal error (RuntimeError: simulated bug)")
@@ -361,13 +373,13 @@ def test_https_with_consul_cacert_tls_server_name_and_ssl_verify(
 ) -> None:
     for args in (["tls", "ca", "create"], ["tls", "cert", "create", "-server"]):
         subprocess.run([consul_bin, *args], cwd=tmp_path, check=True, capture_output=True)
-    port = free_port()
     hcl = (
-        f'ports {{ https = {port} }} ca_file = "{tmp_path}/consul-agent-ca.pem" '
+        f'ca_file = "{tmp_path}/consul-agent-ca.pem" '
         f'cert_file = "{tmp_path}/dc1-server-consul-0.pem" '
         f'key_file = "{tmp_path}/dc1-server-consul-0-key.pem" verify_incoming = false'
     )
-    agent = Agent(consul_bin, hcl=hcl).start()
+    agent = Agent(consul_bin, hcl=hcl, https=True).start()
+    port = agent.ports["https"]
     try:
         root = tmp_path / "n"
         root.mkdir()

@@ -1,5 +1,5 @@
-"""The docs and the package agree with the code: help texts, the README's command reference
-and exit-code table, the Dockerfile, the wheel, and the demo."""
+"""The docs and the package agree with the code: help texts, the command reference and the
+README's exit-code table, links, the Dockerfile, the wheel, and the demo."""
 
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ from fileconsul.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+REFERENCE = (ROOT / "docs" / "reference.md").read_text()
+DOCS = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def section(title: str) -> str:
-    start = README.index(f"\n## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end != -1 else None]
+def section(text: str, title: str) -> str:
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
 
 
 def commands() -> list[tuple[str, click.Command]]:
@@ -36,9 +38,9 @@ def commands() -> list[tuple[str, click.Command]]:
 def test_every_command_and_option_has_help_and_is_in_the_reference(
     name: str, command: click.Command
 ) -> None:
-    reference = section("Command reference")
+    reference = section(REFERENCE, f"`fileconsul {name}`") + section(REFERENCE, "Every command")
     assert command.help, f"{name} has no help text"
-    assert f"### `fileconsul {name}`" in reference
+    assert "Examples:" in command.help, f"{name} --help shows no example"
     for param in command.params:
         if not isinstance(param, click.Option) or param.name == "help":
             continue
@@ -59,9 +61,20 @@ def exit_codes() -> set[int]:
 
 
 def test_every_exit_code_is_in_the_table() -> None:
-    table = section("Exit codes")
+    table = section(README, "Exit codes")
     documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)}
     assert documented == exit_codes()
+
+
+def test_the_readme_is_short_enough_to_finish() -> None:
+    assert len(README.splitlines()) <= 250
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_in_the_docs_resolves(doc: Path) -> None:
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text()):
+        if "://" not in target:
+            assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
 
 
 def test_the_dockerfile_passes_hadolint_and_installs_this_version() -> None:
@@ -75,8 +88,14 @@ def test_the_dockerfile_passes_hadolint_and_installs_this_version() -> None:
 
 
 def test_the_wheel_builds_with_the_console_script(tmp_path: Path) -> None:
+    # Built from a copy: a build in the checkout would leave build/ and *.egg-info behind.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "fileconsul", source / "fileconsul", ignore=_caches)
     result = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(source)],
         capture_output=True,
         text=True,
         check=False,
@@ -89,6 +108,10 @@ def test_the_wheel_builds_with_the_console_script(tmp_path: Path) -> None:
         assert "fileconsul = fileconsul.cli:main" in archive.read(entry_points).decode()
     assert "fileconsul/__main__.py" in names
     assert "fileconsul/py.typed" in names
+
+
+def _caches(directory: str, names: list[str]) -> list[str]:
+    return [n for n in names if n == "__pycache__"]
 
 
 def test_the_demo_replays_the_article_and_checks_every_step() -> None:

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from fileconsul.errors import InvalidInput
-from fileconsul.manifest import FileInfo, content_hash, decode, encode
+from fileconsul.fileinfo import FileInfo, content_hash
+from fileconsul.manifest import decode, encode
 
 LIMIT = 512 * 1024
 

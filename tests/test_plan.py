@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fileconsul.errors import InvalidInput
-from fileconsul.manifest import FileInfo, content_hash
+from fileconsul.fileinfo import FileInfo, content_hash
 from fileconsul.plan import Action, Plan, check_deletes, plan
 from tests.table import ROWS, Row, State
 

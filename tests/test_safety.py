@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import xxhash
 
-from tests.conftest import KV, Node, library_run
+from tests.conftest import KV, Node, RecordingTransport, library_run
+from tests.processes import wait_until
 
 UNSAFE_SUFFIXES = [
     "../escape",
@@ -54,11 +58,19 @@ def test_unsafe_keys_planted_through_txn_are_skipped_and_reported(
     assert "skipped unsafe key" in status.stderr
 
 
-def test_control_characters_are_refused_by_consul_and_by_fileconsul() -> None:
-    from fileconsul.keys import unsafe_reason
+def test_control_characters_are_refused_by_consul_and_by_fileconsul(node: Node, kv: KV) -> None:
+    from urllib.parse import quote
 
-    assert unsafe_reason("a\nb") == "control character in name"
-    assert unsafe_reason("tab\there") == "control character in name"
+    import httpx
+
+    for name in ("a\nb", "tab\there"):
+        planted = httpx.put(f"{kv.url}/v1/kv/{node.prefix}/{quote(name)}", content=b"x")
+        assert planted.status_code == 400, planted.text
+        node.write(name, "x")
+    result = node.run("push")
+    assert result.exit_code == 5
+    assert "control character in name" in result.stderr
+    assert kv.files(node.prefix) == {}
 
 
 @pytest.mark.parametrize(
@@ -148,26 +160,24 @@ def test_a_corrupt_manifest_is_reported_and_the_values_read_instead(make_node: A
     assert b.files() == {"f": b"good", "g": b"more"}
 
 
-def test_an_unreadable_local_file_refuses_the_push(
-    node: Node, kv: KV, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from fileconsul import tree
+def without_root_privileges(args: list[str]) -> list[str]:
+    """`args` run so that file permissions apply: as root, without the capabilities that let
+    root read any file (DAC override); as anyone else, as they are."""
+    if os.geteuid() != 0:
+        return args
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *args]
 
+
+def test_an_unreadable_local_file_refuses_the_push(node: Node, kv: KV) -> None:
     node.write("fine", "f")
-    path = node.write("secret", "s")
-    path.chmod(0)
-    real_hash = tree._hash_file
-
-    def denied(target: str, size: int, keep: list[bytes] | None) -> tuple[str, int, Any]:
-        # Root reads every file, so the refusal a normal user gets is injected here.
-        if Path(target).name == "secret":
-            raise PermissionError(13, "Permission denied")
-        return real_hash(target, size, keep)
-
-    monkeypatch.setattr(tree, "_hash_file", denied)
-    result = node.run("push")
+    node.write("secret", "s").chmod(0)
+    args = [sys.executable, "-m", "fileconsul", "push", "--addr", node.addr]
+    args += ["--prefix", node.prefix, "--basepath", str(node.root)]
+    result = subprocess.run(
+        without_root_privileges(args), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 5, result.stderr
     assert "cannot read secret (Permission denied)" in result.stderr
-    assert result.exit_code == 5
     assert kv.files(node.prefix) == {}
 
 
@@ -239,26 +249,31 @@ def test_a_killed_pulls_staged_directory_is_removed_without_following_its_links(
     assert (precious / "keep").read_text() == "keep"
 
 
-def test_a_directory_that_appears_during_a_pull_is_never_overwritten(
-    make_node: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from fileconsul import sync, tree
+def test_a_directory_that_appears_during_a_pull_is_never_overwritten(make_node: Any) -> None:
+    import httpx
+
+    from fileconsul import sync
     from fileconsul.errors import ConflictError
 
     a, b = make_node("a"), make_node("b")
-    a.write("new/deep/f", "pulled")
+    for i in range(100):  # two batches of reads
+        a.write(f"new/deep/f{i:03}", "pulled")
     a.write("top", "pulled")
     assert a.run("push").exit_code == 0
-    check = tree.TreeWriter.local_changes
+    reads: list[bool] = []
 
-    def meanwhile(writer: tree.TreeWriter, paths: list[str], expected: Any) -> list[str]:
-        # Someone creates the directory after the pull staged its copy of it.
-        (b.root / "new").mkdir()
-        (b.root / "new" / "mine").write_text("local")
-        return check(writer, paths, expected)
+    def meanwhile(request: httpx.Request) -> None:
+        # Before the second batch is read: once the first is staged (its temporary copy of
+        # `new` exists), someone creates `new` for real.
+        if b'"Verb":"get"' not in request.read():
+            return
+        reads.append(True)
+        if len(reads) == 2:
+            wait_until(lambda: bool(list(b.root.glob(".fileconsul-tmp-*"))), what="staging")
+            (b.root / "new").mkdir()
+            (b.root / "new" / "mine").write_text("local")
 
-    monkeypatch.setattr(tree.TreeWriter, "local_changes", meanwhile)
-    run = library_run(b)
+    run = library_run(b, RecordingTransport(meanwhile))
     with pytest.raises(ConflictError, match="new changed locally during the pull") as caught:
         sync.pull(run)
     run.client.close()

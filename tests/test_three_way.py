@@ -1,4 +1,4 @@
-"""Each row of the README's decision table, end to end against a real agent."""
+"""Each row of the decision table in docs/design.md, end to end against a real agent."""
 
 from __future__ import annotations
 

@@ -1,0 +1,118 @@
+"""Applying a pull's plan to the local tree: each value read from Consul (a few transactions
+in flight), verified against its hash, staged beside its place, and all of them renamed in
+together, or none."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Mapping
+from contextlib import closing
+
+from fileconsul import writer
+from fileconsul.batching import batches, in_flight
+from fileconsul.consul import TXN_MAX_OPS, TxnFailed, kv_get
+from fileconsul.errors import ConflictError, IntegrityError
+from fileconsul.fileinfo import content_hash
+from fileconsul.keys import file_key
+from fileconsul.plan import Action
+from fileconsul.remote import RemoteTree
+from fileconsul.run import Run, Step
+from fileconsul.state import StatKey
+
+#: Bytes of values read per transaction.
+FETCH_BATCH_BYTES = 4 * 1024 * 1024
+#: Transactions a pull keeps in flight at once.
+IN_FLIGHT = 4
+#: Reads of a value that does not match its hash before the pull gives up (a reader may see a
+#: key a moment before the commit that lists its new hash).
+_VERIFY_TRIES = 3
+
+
+def apply(
+    run: Run,
+    tree: RemoteTree,
+    actions: list[Action],
+    stats: Mapping[str, StatKey],
+    leftovers: list[str],
+    step: Step,
+) -> tuple[list[Action], list[tuple[str, str]]]:
+    """Apply `actions` as one transaction on the local tree; what was applied, and (path,
+    reason) of each path skipped because a link or a non-file stands in its way. `stats` is
+    each local file's stat when scanned: a file changed since stops the pull, nothing done."""
+    applied: list[Action] = []
+    skipped: list[tuple[str, str]] = []
+    with writer.transaction(run.settings.basepath) as txn:
+        # Under the local lock no other fileconsul writes here: these are a killed pull's.
+        for rel in leftovers:
+            txn.remove_leftover(rel)
+        writes = [a for a in actions if a.target is not None]
+        with closing(_staged(run, tree, txn, writes)) as staged:
+            for action, reason in staged:
+                if reason is None:
+                    applied.append(action)
+                    step(1)
+                else:
+                    skipped.append((action.path, reason))
+        for action in actions:
+            if action.target is None:
+                txn.delete(action.path)
+                applied.append(action)
+        txn.commit(stats)
+    return sorted(applied), skipped
+
+
+def _staged(
+    run: Run, tree: RemoteTree, txn: writer.Transaction, actions: list[Action]
+) -> Generator[tuple[Action, str | None]]:
+    """Stage each action's value, with the reason when its path was skipped. Each batch read
+    is written to disk by the thread that read it."""
+
+    def stage_batch(batch: list[Action]) -> list[tuple[Action, str | None]]:
+        known = [(a, tree.values[a.path]) for a in batch if a.path in tree.values]
+        fetched = _fetch(run, [a for a in batch if a.path not in tree.values])
+        return [(action, _stage(txn, action, data)) for action, data in known + fetched]
+
+    packed = batches(actions, _size, count=TXN_MAX_OPS, total=FETCH_BATCH_BYTES)
+    with closing(in_flight(stage_batch, packed, depth=IN_FLIGHT, name="fileconsul-pull")) as done:
+        for results in done:
+            yield from results
+
+
+def _size(action: Action) -> int:
+    return action.target.size if action.target else 0
+
+
+def _stage(txn: writer.Transaction, action: Action, data: bytes) -> str | None:
+    assert action.target is not None
+    try:
+        txn.stage(action.path, data, action.target.mode)
+    except writer.UnsafeLocalPath as exc:
+        return str(exc)
+    return None
+
+
+def _fetch(run: Run, batch: list[Action]) -> list[tuple[Action, bytes]]:
+    """The values of `batch`, each verified against the hash the plan expects."""
+    if not batch:
+        return []
+    keys = [file_key(run.prefix, a.path) for a in batch]
+    for attempt in range(_VERIFY_TRIES):
+        try:
+            values = run.client.txn_values([kv_get(key) for key in keys])
+        except TxnFailed as exc:
+            raise ConflictError(
+                "the remote tree changed during the pull; nothing was changed (run pull again)"
+            ) from exc
+        bad = [
+            a
+            for a, key in zip(batch, keys, strict=True)
+            if a.target is not None and content_hash(values.get(key, b"")) != a.target.hash
+        ]
+        if not bad:
+            return [(a, values[key]) for a, key in zip(batch, keys, strict=True)]
+        if attempt < _VERIFY_TRIES - 1:
+            time.sleep(0.2 * (attempt + 1))
+    raise IntegrityError(
+        f"the value of {bad[0].path} never matched its hash ({len(bad)} such files); nothing "
+        "was changed (push it again from a node that has the right content)"
+    )

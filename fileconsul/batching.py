@@ -1,0 +1,49 @@
+"""Generic helpers for sending work in batches: packing items into groups under a count and a
+weight limit, and running work with a few items in flight at once."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def batches(
+    items: Sequence[_T], weight: Callable[[_T], int], *, count: int, total: int
+) -> list[list[_T]]:
+    """Consecutive groups of at most `count` items whose weights add up to at most `total`
+    (an item heavier than `total` goes alone)."""
+    groups: list[list[_T]] = []
+    current: list[_T] = []
+    size = 0
+    for item in items:
+        cost = weight(item)
+        if current and (len(current) >= count or size + cost > total):
+            groups.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += cost
+    return groups + ([current] if current else [])
+
+
+def in_flight(
+    work: Callable[[_T], _R], items: Sequence[_T], *, depth: int, name: str
+) -> Generator[_R]:
+    """`work(item)` for each item, results in order, up to `depth` of them running at once.
+    Closing the generator early cancels what has not started."""
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix=name) as pool:
+        pending: deque[Future[_R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(work, item))
+                if len(pending) >= depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()

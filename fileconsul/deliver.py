@@ -1,0 +1,127 @@
+"""Remote changes delivered to this node: pull, run the hooks, write the fleet report. The one
+path that `pull`, `watch` and a `consul watch` handler share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fileconsul import fleet, state, sync
+from fileconsul.consul import KVEntry
+from fileconsul.errors import ConflictError, ConsulUnavailable, FileconsulError
+from fileconsul.hooks import Hooks, run_hook
+from fileconsul.run import Run
+
+
+@dataclass(frozen=True)
+class DeliverOptions:
+    hooks: Hooks = field(default_factory=Hooks)
+    report: bool = True
+    node: str | None = None
+    force: bool = False
+    dry_run: bool = False
+    max_delete: int | None = None
+
+
+@dataclass
+class Delivery:
+    """What one delivery did: the pull's outcome or its error, the hook's exit status, and
+    notes on what could not be done around it."""
+
+    outcome: sync.Outcome | None = None
+    error: FileconsulError | None = None
+    hook_exit: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return self.error.exit_code
+        return self.outcome.exit_code if self.outcome else 0
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None or self.hook_exit not in (None, 0)
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome is not None and not self.outcome.dry_run and bool(self.outcome.actions)
+
+
+def deliver(run: Run, options: DeliverOptions, *, entries: list[KVEntry] | None = None) -> Delivery:
+    """Pull (from `entries` when a consul-watch payload gave the tree), run `--exec` when
+    something changed and `--on-failure` when something failed, then report."""
+    delivery = Delivery()
+    try:
+        delivery.outcome = sync.pull(
+            run,
+            force=options.force,
+            dry_run=options.dry_run,
+            max_delete=options.max_delete,
+            entries=entries,
+        )
+    except FileconsulError as exc:
+        delivery.error = exc
+    outcome = delivery.outcome
+    root = run.settings.basepath
+    if delivery.changed and options.hooks.exec_cmd and outcome is not None:
+        delivery.hook_exit = run_hook(
+            options.hooks.exec_cmd,
+            basepath=root,
+            prefix=run.prefix,
+            revision=outcome.revision,
+            changes=outcome.actions,
+        )
+        if delivery.hook_exit != 0:
+            delivery.notes.append(f"hook exited {delivery.hook_exit}: {options.hooks.exec_cmd}")
+    if delivery.failed and options.hooks.on_failure:
+        reason = str(delivery.error) if delivery.error else f"hook exited {delivery.hook_exit}"
+        run_hook(
+            options.hooks.on_failure,
+            basepath=root,
+            prefix=run.prefix,
+            revision=outcome.revision if outcome else None,
+            changes=outcome.actions if delivery.changed and outcome else [],
+            error=reason,
+        )
+    unreachable = isinstance(delivery.error, ConsulUnavailable)
+    if options.report and not options.dry_run and not unreachable:
+        note = fleet.report(run.client, run.prefix, _report(run, options, delivery))
+        delivery.notes += [note] if note else []
+    return delivery
+
+
+def _report(run: Run, options: DeliverOptions, delivery: Delivery) -> fleet.Report:
+    if isinstance(delivery.error, ConflictError):
+        result: fleet.Result = "conflict"
+    elif delivery.failed:
+        result = "error"
+    else:
+        result = "ok"
+    outcome = delivery.outcome
+    if outcome is not None:
+        revision = outcome.revision
+    else:
+        try:
+            revision = state.load(run.settings.basepath, run.prefix).revision
+        except FileconsulError:
+            revision = 0
+    return fleet.Report(
+        node=fleet.node_name(run.client, options.node),
+        revision=revision,
+        time=fleet.now(),
+        result=result,
+        message=str(delivery.error or ""),
+        applied=len(outcome.actions) if outcome and delivery.changed else 0,
+        hook=options.hooks.exec_cmd,
+        hook_exit=delivery.hook_exit,
+    )
+
+
+def report_push(run: Run, node: str | None, outcome: sync.Outcome) -> list[str]:
+    """After a push that left nothing to pull, this node holds the revision it committed: it
+    reports so, as a pull would. Notes on what could not be done."""
+    if outcome.dry_run or outcome.left_to_pull:
+        return []
+    new = fleet.Report(fleet.node_name(run.client, node), outcome.revision, fleet.now(), "ok")
+    note = fleet.report(run.client, run.prefix, new)
+    return [note] if note else []

@@ -1,0 +1,34 @@
+"""What one command works with: its settings, its Consul client and its limits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+from fileconsul.config import Settings
+from fileconsul.consul import ConsulClient
+
+#: Advances a progress display by a count of items done.
+Step = Callable[[int], None]
+#: Makes a progress display for (label, total items); yields its step function.
+Progress = Callable[[str, int], AbstractContextManager[Step]]
+
+
+def no_progress(label: str, total: int) -> AbstractContextManager[Step]:
+    return nullcontext(lambda count: None)
+
+
+@dataclass(frozen=True)
+class Run:
+    settings: Settings
+    client: ConsulClient
+    #: Seconds to wait for another node's push to finish.
+    lock_wait: float = 30.0
+    #: Let any Consul server answer reads (never a push's).
+    stale: bool = False
+    progress: Progress = no_progress
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.prefix
