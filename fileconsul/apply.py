@@ -69,7 +69,7 @@ def _staged(
 
     def stage_batch(batch: list[Action]) -> list[tuple[Action, str | None]]:
         known = [(a, tree.values[a.path]) for a in batch if a.path in tree.values]
-        fetched = _fetch(run, [a for a in batch if a.path not in tree.values])
+        fetched = _fetch(run, tree, [a for a in batch if a.path not in tree.values])
         return [(action, _stage(txn, action, data)) for action, data in known + fetched]
 
     packed = batches(actions, _size, count=TXN_MAX_OPS, total=FETCH_BATCH_BYTES)
@@ -91,11 +91,12 @@ def _stage(txn: writer.Transaction, action: Action, data: bytes) -> str | None:
     return None
 
 
-def _fetch(run: Run, batch: list[Action]) -> list[tuple[Action, bytes]]:
-    """The values of `batch`, each verified against the hash the plan expects."""
+def _fetch(run: Run, tree: RemoteTree, batch: list[Action]) -> list[tuple[Action, bytes]]:
+    """The values of `batch`, each verified against the hash the plan expects (read where
+    the history keeps it, when its key holds a value of a push that did not commit)."""
     if not batch:
         return []
-    keys = [file_key(run.prefix, a.path) for a in batch]
+    keys = [tree.sources.get(a.path, file_key(run.prefix, a.path)) for a in batch]
     for attempt in range(_VERIFY_TRIES):
         try:
             values = run.client.txn_values([kv_get(key) for key in keys])

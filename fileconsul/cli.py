@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from fileconsul import __version__, config, deliver, fleet, handler, render, sync, watch
+from fileconsul import __version__, config, deliver, fleet, handler, history, render, sync, watch
 from fileconsul.consul import ConsulClient
 from fileconsul.errors import EXIT_CHANGES, EXIT_INTERNAL, FileconsulError, Interrupted
 from fileconsul.hooks import Hooks
@@ -276,21 +276,31 @@ def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
 
 @cli.command()
 @common_options
+@click.option("-m", "--message", default="", metavar="TEXT", help="Why: kept in the commit record.")
 @DRY_RUN
 @FORCE
 @MAX_DELETE
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Keep the last N revisions from now on, for every pusher of the prefix "
+    f"[default: as before, else {history.DEFAULT_KEEP}].",
+)
 @NO_REPORT
 @NODE
 @click.pass_context
 def push(
     ctx: click.Context,
+    message: str,
     dry_run: bool,
     force: bool,
     max_delete: int | None,
+    keep: int | None,
     no_report: bool,
     node: str | None,
 ) -> None:
-    """Send local changes to Consul as one commit.
+    """Send local changes to Consul as one commit: a new revision.
 
     When nothing is left to pull afterwards, the node's fleet report says it holds the new
     revision.
@@ -298,10 +308,11 @@ def push(
     \b
     Examples:
       fileconsul push --dry-run
-      fileconsul push --basepath /etc/consul-share
+      fileconsul push -m "raise the ntp poll interval"
     """
+    options = sync.PushOptions(force, dry_run, max_delete, message, keep, node)
     with open_run(ctx) as (run, out):
-        outcome = sync.push(run, force=force, dry_run=dry_run, max_delete=max_delete)
+        outcome = sync.push(run, options)
         if not no_report:
             outcome.warnings += deliver.report_push(run, node, outcome)
     _print_outcome(out, "push", outcome)

@@ -26,7 +26,7 @@ from fileconsul.errors import (
     InvalidInput,
     PermissionDenied,
 )
-from fileconsul.keys import unsafe_reason
+from fileconsul.keys import url_unsafe_reason
 
 DEFAULT_MAX_VALUE_SIZE = 512 * 1024
 #: Consul 1.8 accepts at most 64 operations per transaction (128 since 1.14).
@@ -84,6 +84,11 @@ def kv_delete(key: str) -> Op:
 
 def kv_delete_cas(key: str, index: int) -> Op:
     return {"KV": {"Verb": "delete-cas", "Key": key, "Index": index}}
+
+
+def kv_delete_tree(prefix: str) -> Op:
+    """Every key that starts with `prefix`, as a string: end it with '/' to mean a folder."""
+    return {"KV": {"Verb": "delete-tree", "Key": prefix}}
 
 
 def kv_check_not_exists(key: str) -> Op:
@@ -156,7 +161,7 @@ class ConsulClient:
         headers = {"X-Consul-Token": settings.token} if settings.token else {}
         if transport is None and settings.uds:
             transport = httpx.HTTPTransport(uds=settings.uds)
-        # Plain HTTP never uses it: an empty context spares loading the CA bundle (~45 ms).
+        # Plain HTTP never uses it: an empty context spares loading the CA bundle at start-up.
         verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         if settings.base_url.startswith("https://"):
             verify = _ssl_context(settings)
@@ -205,7 +210,7 @@ class ConsulClient:
         """Send one request; statuses in `allow` are returned, other failures raised.
 
         `gzip=False` for responses of file values: they are mostly incompressible, and
-        Consul's gzip then costs more time than it saves bytes (it halved txn reads here).
+        Consul's gzip then costs more time than it saves bytes (bench/README.md).
         """
         extensions = {}
         if self.settings.tls_server_name:
@@ -254,7 +259,7 @@ class ConsulClient:
     def kv_path(key: str, *, folder: bool = False) -> str:
         """The URL path of a key, refusing any key httpx or Consul would rewrite."""
         name = key[:-1] if folder and key.endswith("/") else key
-        reason = unsafe_reason(name)
+        reason = url_unsafe_reason(name)
         if reason is not None:
             raise InvalidInput(f"refusing to request the unsafe key {key!r}: {reason}")
         return "/v1/kv/" + quote(key, safe="/")
@@ -364,11 +369,15 @@ class ConsulClient:
         response = self.request("PUT", self.kv_path(key), params=params, content=value)
         return bool(response.json())
 
-    def txn(self, ops: Sequence[Op] | bytes) -> list[dict[str, Any]]:
+    def txn(self, ops: Sequence[Op] | bytes, *, stale: bool = False) -> list[dict[str, Any]]:
         """Run one transaction (its operations, or their `encode_txn` body); its results, or
-        TxnFailed when Consul rolled it back."""
+        TxnFailed when Consul rolled it back. `stale` lets any server answer one that only
+        reads."""
         body = ops if isinstance(ops, bytes) else encode_txn(ops)
-        response = self.request("PUT", "/v1/txn", content=body, allow=(409,), gzip=False)
+        params = {"stale": ""} if stale else None
+        response = self.request(
+            "PUT", "/v1/txn", params=params, content=body, allow=(409,), gzip=False
+        )
         data = response.json() if response.content else {}
         if response.status_code == 409:
             errors = data.get("Errors") or []
@@ -381,13 +390,28 @@ class ConsulClient:
             raise TxnFailed(f"Consul rolled the transaction back: {whats}", errors)
         return [r["KV"] for r in (data.get("Results") or []) if "KV" in r]
 
-    def txn_entries(self, ops: Sequence[Op]) -> list[KVEntry]:
-        return [KVEntry.from_json(kv) for kv in self.txn(ops)]
+    def txn_entries(self, ops: Sequence[Op], *, stale: bool = False) -> list[KVEntry]:
+        return [KVEntry.from_json(kv) for kv in self.txn(ops, stale=stale)]
 
-    def txn_values(self, ops: Sequence[Op]) -> dict[str, bytes]:
+    def txn_values(self, ops: Sequence[Op], *, stale: bool = False) -> dict[str, bytes]:
         """The values a transaction of gets read, by key: a pull's bulk read, which needs
         nothing else of each entry."""
-        return {kv["Key"]: _value(kv) for kv in self.txn(ops)}
+        return {kv["Key"]: _value(kv) for kv in self.txn(ops, stale=stale)}
+
+    def values_of(self, keys: Sequence[str], *, stale: bool = False) -> dict[str, bytes]:
+        """The values of those of `keys` (at most a transaction's worth) that exist, read
+        together: a missing key fails a transaction of gets, so the ones Consul names as
+        missing are left out and the rest read again."""
+        keys = list(keys)
+        while keys:
+            try:
+                return self.txn_values([kv_get(k) for k in keys], stale=stale)
+            except TxnFailed as exc:
+                missing = {e.get("OpIndex") for e in exc.errors}
+                if not missing or None in missing:
+                    raise
+                keys = [k for i, k in enumerate(keys) if i not in missing]
+        return {}
 
     # -- sessions ---------------------------------------------------------------------------
 

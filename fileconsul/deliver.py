@@ -3,6 +3,7 @@ path that `pull`, `watch` and a `consul watch` handler share."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from fileconsul import fleet, state, sync
@@ -51,28 +52,31 @@ def deliver(run: Run, options: DeliverOptions, *, entries: list[KVEntry] | None 
     """Pull (from `entries` when a consul-watch payload gave the tree), run `--exec` when
     something changed and `--on-failure` when something failed, then report."""
     delivery = Delivery()
+    exec_cmd = options.hooks.exec_cmd
+    pull = sync.PullOptions(
+        force=options.force,
+        dry_run=options.dry_run,
+        max_delete=options.max_delete,
+        for_hooks=bool(exec_cmd),
+    )
     try:
-        delivery.outcome = sync.pull(
-            run,
-            force=options.force,
-            dry_run=options.dry_run,
-            max_delete=options.max_delete,
-            entries=entries,
-        )
+        delivery.outcome = sync.pull(run, pull, entries=entries)
     except FileconsulError as exc:
         delivery.error = exc
     outcome = delivery.outcome
     root = run.settings.basepath
-    if delivery.changed and options.hooks.exec_cmd and outcome is not None:
+    if exec_cmd and outcome is not None and not outcome.dry_run and outcome.for_hooks:
         delivery.hook_exit = run_hook(
-            options.hooks.exec_cmd,
+            exec_cmd,
             basepath=root,
             prefix=run.prefix,
             revision=outcome.revision,
-            changes=outcome.actions,
+            changes=outcome.for_hooks,
         )
+        with suppress(FileconsulError):
+            sync.hooks_done(run)
         if delivery.hook_exit != 0:
-            delivery.notes.append(f"hook exited {delivery.hook_exit}: {options.hooks.exec_cmd}")
+            delivery.notes.append(f"hook exited {delivery.hook_exit}: {exec_cmd}")
     if delivery.failed and options.hooks.on_failure:
         reason = str(delivery.error) if delivery.error else f"hook exited {delivery.hook_exit}"
         run_hook(
@@ -80,7 +84,7 @@ def deliver(run: Run, options: DeliverOptions, *, entries: list[KVEntry] | None 
             basepath=root,
             prefix=run.prefix,
             revision=outcome.revision if outcome else None,
-            changes=outcome.actions if delivery.changed and outcome else [],
+            changes=outcome.for_hooks if outcome else [],
             error=reason,
         )
     unreachable = isinstance(delivery.error, ConsulUnavailable)
@@ -120,7 +124,7 @@ def _report(run: Run, options: DeliverOptions, delivery: Delivery) -> fleet.Repo
 def report_push(run: Run, node: str | None, outcome: sync.Outcome) -> list[str]:
     """After a push that left nothing to pull, this node holds the revision it committed: it
     reports so, as a pull would. Notes on what could not be done."""
-    if outcome.dry_run or outcome.left_to_pull:
+    if outcome.dry_run or outcome.left_to_pull or not outcome.revision:
         return []
     new = fleet.Report(fleet.node_name(run.client, node), outcome.revision, fleet.now(), "ok")
     note = fleet.report(run.client, run.prefix, new)

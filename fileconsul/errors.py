@@ -6,6 +6,11 @@ EXIT_OK = 0
 EXIT_CHANGES = 1
 
 
+def count(number: int, noun: str) -> str:
+    """'1 file', '2 files': a number and its noun, for messages."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 class FileconsulError(Exception):
     """Base of every error fileconsul reports; the message is one sentence for the operator."""
 

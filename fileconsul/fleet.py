@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 from fileconsul.consul import ConsulClient
 from fileconsul.errors import FileconsulError
-from fileconsul.keys import manifest_key, nodes_prefix, unsafe_reason
+from fileconsul.keys import nodes_prefix, unsafe_reason
+from fileconsul.remote import read_head
 
 Result = Literal["ok", "conflict", "error"]
 NodeState = Literal["current", "lagging", "failed"]
@@ -71,9 +72,9 @@ class FleetNode:
 
 
 def read(client: ConsulClient, prefix: str) -> tuple[int, list[FleetNode]]:
-    """The current revision (the manifest's ModifyIndex) and each reporting node's state."""
-    manifest, _ = client.get(manifest_key(prefix))
-    revision = manifest.modify_index if manifest else 0
+    """The head revision and each reporting node's state."""
+    head = read_head(client, prefix)
+    revision = head.revision if head else 0
     entries, _ = client.recurse(nodes_prefix(prefix))
     nodes = []
     for entry in entries:

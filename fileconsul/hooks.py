@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fileconsul.plan import Action
-
 
 @dataclass(frozen=True)
 class Hooks:
@@ -25,7 +23,7 @@ def run_hook(
     basepath: Path,
     prefix: str,
     revision: int | None,
-    changes: Sequence[Action],
+    changes: Sequence[tuple[str, str]],
     error: str | None = None,
 ) -> int:
     """Run `command` through the shell in the basepath; its exit status. The changes arrive as
@@ -34,7 +32,7 @@ def run_hook(
     body = {
         "prefix": prefix,
         "revision": revision,
-        "changes": [{"path": a.path, "change": a.change} for a in changes],
+        "changes": [{"path": path, "change": change} for path, change in changes],
     }
     env = dict(os.environ)
     env["FILECONSUL_PREFIX"] = prefix
@@ -43,7 +41,7 @@ def run_hook(
         env["FILECONSUL_ERROR"] = error
     elif revision is not None:
         env["FILECONSUL_REVISION"] = str(revision)
-        env["FILECONSUL_CHANGED"] = "\n".join(a.path for a in changes)
+        env["FILECONSUL_CHANGED"] = "\n".join(path for path, _ in changes)
     completed = subprocess.run(
         command,
         shell=True,

@@ -13,6 +13,8 @@ INTERNAL_DIR = ".fileconsul"
 MANIFEST_PATH = f"{INTERNAL_DIR}/manifest"
 #: Names starting with this are a pull's temporary files and directories; never synced.
 TMP_PREFIX = ".fileconsul-tmp-"
+#: A name ending in this holds a tree's history, lock and reports: never a file.
+META_SUFFIX = ".fileconsul"
 MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 4096
 
@@ -25,9 +27,25 @@ _PLAIN = re.compile(f"{_SEGMENT}(/{_SEGMENT})*")
 
 def unsafe_reason(path: str) -> str | None:
     """Why `path` cannot be synced as a file, or None when it is safe."""
-    if len(path) <= MAX_PATH_BYTES and _PLAIN.fullmatch(path):
+    if len(path) <= MAX_PATH_BYTES and _PLAIN.fullmatch(path) and META_SUFFIX not in path:
         return None
-    return _whole_name_reason(path) or _segment_reason(path)
+    return url_unsafe_reason(path) or _reserved_reason(path)
+
+
+def url_unsafe_reason(key: str) -> str | None:
+    """Why `key` cannot go in a URL as it is (httpx or Consul would rewrite it), or None."""
+    if len(key) <= MAX_PATH_BYTES and _PLAIN.fullmatch(key):
+        return None
+    return _whole_name_reason(key) or _segment_reason(key)
+
+
+def _reserved_reason(path: str) -> str | None:
+    for segment in path.split("/"):
+        if segment.startswith(TMP_PREFIX):
+            return f"names starting with {TMP_PREFIX!r} are fileconsul's temporary files"
+        if segment.endswith(META_SUFFIX):
+            return f"names ending in {META_SUFFIX!r} hold another fileconsul tree's history"
+    return None
 
 
 def _whole_name_reason(path: str) -> str | None:
@@ -74,21 +92,84 @@ def normalize_prefix(prefix: str) -> str:
 
 
 # -- where things live in Consul ------------------------------------------------------------
+#
+# Files are keys under `<prefix>/`, and nothing else is: everything fileconsul keeps for a tree
+# lives beside it, under `<prefix>.fileconsul/`, so raw readers and watchers of the prefix see
+# only files, and a write there never moves the prefix's listing index.
+
+#: Revisions are written with this many digits, so that they sort as text and no revision's
+#: key is a prefix of another's.
+REVISION_DIGITS = 10
 
 
 def file_key(prefix: str, path: str) -> str:
     return f"{prefix}/{path}"
 
 
-def manifest_key(prefix: str) -> str:
-    return file_key(prefix, MANIFEST_PATH)
+def meta_prefix(prefix: str) -> str:
+    return f"{prefix}{META_SUFFIX}/"
+
+
+def head_key(prefix: str) -> str:
+    """The head: the revision committed last, small, check-and-set by every commit."""
+    return meta_prefix(prefix) + "head"
+
+
+def _rev(revision: int) -> str:
+    return f"{revision:0{REVISION_DIGITS}d}"
+
+
+def manifests_prefix(prefix: str) -> str:
+    return meta_prefix(prefix) + "manifests/"
+
+
+def manifest_key(prefix: str, revision: int) -> str:
+    """The full manifest of a revision (only the head's is kept)."""
+    return manifests_prefix(prefix) + _rev(revision)
+
+
+def log_prefix(prefix: str) -> str:
+    return meta_prefix(prefix) + "log/"
+
+
+def log_key(prefix: str, revision: int) -> str:
+    """A revision's commit record: who, when, why, and its changes."""
+    return log_prefix(prefix) + _rev(revision)
+
+
+def blobs_prefix(prefix: str, revision: int | None = None) -> str:
+    """Where the contents a revision replaced or deleted are kept, by content hash."""
+    base = meta_prefix(prefix) + "blobs/"
+    return base if revision is None else f"{base}{_rev(revision)}/"
+
+
+def blob_key(prefix: str, revision: int, digest: str) -> str:
+    return blobs_prefix(prefix, revision) + digest
+
+
+def revision_of(key: str) -> int | None:
+    """The revision a log, manifest or blob-folder key names; None for anything else."""
+    name = key.rstrip("/").rpartition("/")[2]
+    return int(name) if len(name) == REVISION_DIGITS and name.isdigit() else None
 
 
 def lock_key(prefix: str) -> str:
-    """Outside `<prefix>/`: taking the lock wakes no watcher and moves no listing index."""
-    return f"{prefix}.lock"
+    """Taking the push lock wakes no watcher and moves no listing index."""
+    return meta_prefix(prefix) + "lock"
 
 
 def nodes_prefix(prefix: str) -> str:
-    """Where each node's fleet report lives, outside `<prefix>/`."""
-    return f"{prefix}.nodes/"
+    """Where each node's fleet report lives."""
+    return meta_prefix(prefix) + "nodes/"
+
+
+# The first format kept its manifest inside the tree and its lock and reports beside it: read
+# (and, by the next push, upgraded), never written.
+
+
+def legacy_manifest_key(prefix: str) -> str:
+    return file_key(prefix, MANIFEST_PATH)
+
+
+def legacy_lock_key(prefix: str) -> str:
+    return f"{prefix}.lock"

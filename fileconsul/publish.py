@@ -1,9 +1,15 @@
-"""The write side of Consul, mirroring `remote`'s read side: the push lock, packing a push's
-writes into transactions, and committing the manifest with check-and-set.
+"""The write side of Consul, mirroring `remote`'s read side: committing a new revision.
 
-A push of up to SINGLE_TXN_FILES files is one transaction: the files, the manifest
-(check-and-set) and a check that no push holds the lock. A larger one takes the lock and sends
-batches that each check the manifest has not moved, several in flight, then the manifest.
+A commit writes the changed keys under `<prefix>/`, keeps the contents they replace (under
+the revision that replaced them), writes the revision's record and manifest, and moves the
+head with check-and-set: the head is what makes it committed.
+
+A small commit is one transaction that also checks that no push holds the lock and that no
+push left an uncommitted record: all of it or none. A larger one takes the lock, writes the
+kept contents, the manifest and the record first (the record is also the journal of the push
+under way), then the files in batches that each check the head has not moved, then the head.
+A push that fails before its head lands is undone from its journal, by itself or, when it
+died, by the next push; readers ignore its values meanwhile.
 """
 
 from __future__ import annotations
@@ -13,11 +19,11 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from fileconsul import scan
+from fileconsul import history, remote, scan
 from fileconsul.batching import batches, in_flight
 from fileconsul.consul import (
     TXN_MAX_BODY,
@@ -29,28 +35,43 @@ from fileconsul.consul import (
     kv_check_index,
     kv_check_not_exists,
     kv_delete,
+    kv_delete_cas,
+    kv_delete_tree,
     kv_set,
 )
-from fileconsul.errors import ConflictError
+from fileconsul.errors import ConflictError, FileconsulError
 from fileconsul.fileinfo import FileInfo, Files, content_hash, hash_to_flags
-from fileconsul.keys import file_key, lock_key, manifest_key
-from fileconsul.manifest import encode
+from fileconsul.history import Change, Commit, Head
+from fileconsul.keys import (
+    blob_key,
+    blobs_prefix,
+    file_key,
+    head_key,
+    legacy_lock_key,
+    legacy_manifest_key,
+    lock_key,
+    log_key,
+    log_prefix,
+    manifest_key,
+    manifests_prefix,
+    revision_of,
+)
+from fileconsul.manifest import digest, encode
 from fileconsul.plan import Action
-from fileconsul.remote import RemoteTree, wait_for_lock
+from fileconsul.remote import RemoteTree
 from fileconsul.run import Run, Step
 
 #: Seconds of a push session's TTL: Consul ends the session of a pusher that died (and so
 #: frees the lock) within twice this, its grace period included.
 LOCK_TTL = 15
-#: Files a push sends in one transaction with no lock: the other two operations check the
-#: lock and write the manifest.
-SINGLE_TXN_FILES = TXN_MAX_OPS - 2
 #: Transactions a push keeps in flight at once.
 IN_FLIGHT = 4
 #: A value whose operation takes more than this goes alone (a PUT), not in a transaction.
 _LARGE = TXN_MAX_BODY // 2
-#: Room kept in each transaction body for the manifest's check and the envelope.
+#: Room kept in each transaction body for its checks and the envelope.
 _ENVELOPE = 1024
+#: Bytes of values read per transaction (the contents a commit replaces).
+_READ_BATCH = 4 * 1024 * 1024
 _LOST = (
     "another push committed first; nothing of this push was committed (run status, then push again)"
 )
@@ -64,6 +85,9 @@ def b64_len(size: int) -> int:
 def _json_len(text: str) -> int:
     """At most how long `text` is as a JSON string (a non-ASCII character can take 12 bytes)."""
     return len(text) + 3 if text.isascii() else 12 * len(text) + 3
+
+
+# -- the lock ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -82,153 +106,439 @@ class Lease:
 
 @contextmanager
 def push_lock(run: Run) -> Iterator[Lease]:
-    """Hold `<prefix>.lock` with a session, so pushes never interleave and pulls wait."""
+    """Hold the prefix's push lock with a session, so pushes never interleave and pulls wait.
+    Its value names the holder, for whoever finds its values."""
     holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
     with run.client.session(f"fileconsul push {run.prefix}", ttl=LOCK_TTL) as session:
         deadline = time.monotonic() + run.lock_wait
         while not run.client.put(lock_key(run.prefix), holder.encode(), acquire=session):
-            wait_for_lock(run.client, run.prefix, deadline)
+            remote.wait_for_lock(run.client, lock_key(run.prefix), deadline)
         yield Lease(run, session)
 
 
-class Write(NamedTuple):
-    """One key a push writes (or deletes: no target)."""
+# -- what a commit writes ---------------------------------------------------------------------
 
-    path: str
+
+class Write(NamedTuple):
+    """One key a commit writes: a file (no target: deleted) or a kept content."""
+
+    key: str
     target: FileInfo | None
-    #: The bytes, when known already (read by the scan, or an adopted value); else read again.
+    #: The bytes, when known already; else read from the local file `path`.
     value: bytes | None
+    path: str
     #: About how many bytes of JSON its operation takes in a transaction.
     cost: int
 
 
-def _write(prefix: str, path: str, target: FileInfo | None, value: bytes | None) -> Write:
+def _write(key: str, target: FileInfo | None, value: bytes | None, path: str = "") -> Write:
     size = target.size if target else 0
-    return Write(path, target, value, b64_len(size) + 2 * _json_len(file_key(prefix, path)) + 128)
+    return Write(key, target, value, path, b64_len(size) + 2 * _json_len(key) + 128)
 
 
 @dataclass
 class Prepared:
-    """A push's writes, packed into transactions, and the manifest that commits them."""
+    """A commit, ready to send: the tree it was planned on, the tree it makes, its record and
+    head, and every key it writes."""
 
     tree: RemoteTree
-    writes: list[Write]
+    after: dict[str, FileInfo]
+    commit: Commit
+    head: Head
+    files: list[Write]
+    #: The contents the commit replaces, kept under its revision (hash -> write).
+    kept: list[Write]
     manifest: bytes
-    batches: list[list[Write]]
-    large: list[Write]
+    record: bytes
     limit: int
-    #: The bytes the scan kept, by path (for packing again on another tree).
-    contents: Mapping[str, bytes]
+
+    @property
+    def revision(self) -> int:
+        return self.commit.revision
+
+    def _metadata(self) -> list[Write]:
+        prefix = self.tree.prefix
+        return [
+            _write(log_key(prefix, self.revision), None, self.record),
+            _write(manifest_key(prefix, self.revision), None, self.manifest),
+        ]
 
     @property
     def single(self) -> bool:
-        """Everything fits one transaction beside the manifest and a lock check."""
-        if self.large or len(self.batches) > 1:
-            return False
-        batch = self.batches[0] if self.batches else []
-        body = sum(w.cost for w in batch) + b64_len(len(self.manifest))
-        return len(batch) <= SINGLE_TXN_FILES and body + _ENVELOPE < TXN_MAX_BODY
+        """Everything fits one transaction beside its checks and the head."""
+        writes = [*self.files, *self.kept, *self._metadata()]
+        ops = len(_unlocked_guards(self)) + len(writes) + len(_head_ops(self))
+        body = sum(w.cost for w in writes) + b64_len(len(self.manifest) + len(self.record))
+        return ops <= TXN_MAX_OPS and body + 4 * _ENVELOPE < TXN_MAX_BODY
+
+
+def files_after(tree_files: Files, actions: Sequence[Action]) -> dict[str, FileInfo]:
+    """The tree once `actions` are applied to it."""
+    files = dict(tree_files)
+    for action in actions:
+        if action.target is None:
+            files.pop(action.path, None)
+        else:
+            files[action.path] = action.target
+    return files
 
 
 def prepare(
-    prefix: str,
+    run: Run,
     tree: RemoteTree,
     actions: Sequence[Action],
-    limit: int,
+    *,
     contents: Mapping[str, bytes],
+    limit: int,
+    node: str,
+    message: str,
+    keep: int,
+    rollback_of: int | None = None,
 ) -> Prepared:
-    """The writes of `actions` (and of keys another tool wrote, adopted), packed, and the
-    manifest of the tree they make."""
+    """The commit of `actions` on `tree` (keys another tool wrote are adopted with it):
+    its record, head, manifest, the keys it writes and the contents it replaces."""
+    prefix = tree.prefix
+    after = files_after(tree.files, actions)
     changed = {a.path for a in actions}
-    writes = [_write(prefix, a.path, a.target, contents.get(a.path)) for a in actions]
-    writes += [
-        _write(prefix, path, tree.files[path], tree.values[path])
-        for path in sorted(tree.adopt - changed)
-        if path in tree.values
+    files = [
+        _write(file_key(prefix, a.path), a.target, contents.get(a.path), a.path) for a in actions
     ]
-    files = files_after(tree.files, actions)
+    files += [
+        _write(file_key(prefix, p), tree.files[p], tree.values[p], p)
+        for p in sorted(tree.adopt - changed)
+        if p in tree.values and p in after
+    ]
+    changes = history.diff(tree.committed, after)
+    revision = tree.revision + 1
+    if tree.head is not None and not tree.unknown:
+        new_digest = history.digest_after(tree.head.commit.digest, changes)
+    else:
+        new_digest = digest(after)
+    commit = history.new_commit(
+        revision, changes, after, new_digest, node=node, message=message, rollback_of=rollback_of
+    )
+    head = history.new_head(commit, keep=keep)
+    kept = _kept(run, tree, changes, revision, keep)
+    return Prepared(
+        tree,
+        after,
+        commit,
+        head,
+        files,
+        kept,
+        encode(after, revision, max_size=limit),
+        commit.encode(max_size=limit),
+        limit,
+    )
+
+
+def _kept(
+    run: Run, tree: RemoteTree, changes: Sequence[Change], revision: int, keep: int
+) -> list[Write]:
+    """The committed contents `changes` replace or delete, read from Consul, to keep under
+    `revision`: history costs what changes. A content another tool already replaced cannot be
+    kept (a rollback past it is refused)."""
+    replaced = {
+        c.old.hash: c
+        for c in changes
+        if c.old is not None and (c.new is None or c.new.hash != c.old.hash)
+    }
+    if not replaced or keep < 1:
+        return []
+    found = _read_contents(run, tree, list(replaced.values()))
+    return [
+        _write(blob_key(tree.prefix, revision, digest_), FileInfo(digest_, len(data)), data)
+        for digest_, data in sorted(found.items())
+    ]
+
+
+def _read_contents(run: Run, tree: RemoteTree, changes: list[Change]) -> dict[str, bytes]:
+    """The committed content of each change's old state, by hash, where it can still be
+    read: a value read already, the key itself, or where a push that did not commit kept it."""
+    found: dict[str, bytes] = {}
+    wanted: list[tuple[str, str]] = []
+    for change in changes:
+        assert change.old is not None
+        value = tree.values.get(change.path)
+        if value is not None and content_hash(value) == change.old.hash:
+            found[change.old.hash] = value
+        else:
+            source = tree.sources.get(change.path, file_key(tree.prefix, change.path))
+            wanted.append((source, change.old.hash))
+    sizes = {c.old.hash: c.old.size for c in changes if c.old is not None}
+    for batch in batches(wanted, lambda w: sizes[w[1]], count=TXN_MAX_OPS, total=_READ_BATCH):
+        values = run.client.values_of([key for key, _ in batch])
+        for key, digest_ in batch:
+            value = values.get(key)
+            if value is not None and content_hash(value) == digest_:
+                found[digest_] = value
+    return found
+
+
+# -- the small commit: one transaction --------------------------------------------------------
+
+
+def _guards(prepared: Prepared) -> list[Op]:
+    """What a commit checks: that the head is the one it was planned on (and, for a tree of
+    the first format, its manifest too), and that no push left an uncommitted record."""
+    tree = prepared.tree
+    prefix = tree.prefix
+    ops = [kv_check_not_exists(log_key(prefix, prepared.revision))]
+    if tree.legacy_index:
+        ops.append(kv_check_index(legacy_manifest_key(prefix), tree.legacy_index))
+    return ops
+
+
+def _unlocked_guards(prepared: Prepared) -> list[Op]:
+    """A commit without the lock also checks that no push holds it (nor, on a tree of the
+    first format, the first format's lock)."""
+    prefix = prepared.tree.prefix
+    ops = [kv_check_not_exists(lock_key(prefix))]
+    if prepared.tree.head is None:
+        ops.append(kv_check_not_exists(legacy_lock_key(prefix)))
+    return ops + _guards(prepared)
+
+
+def _head_ops(prepared: Prepared) -> list[Op]:
+    """Moving the head (check-and-set: two commits never both land) and retiring a
+    first-format manifest."""
+    tree = prepared.tree
+    value = prepared.head.encode()
+    index = tree.head.index if tree.head is not None else 0
+    ops = [kv_cas(head_key(tree.prefix), value, hash_to_flags(content_hash(value)), index)]
+    if tree.legacy_index:
+        ops.append(kv_delete_cas(legacy_manifest_key(tree.prefix), tree.legacy_index))
+    return ops
+
+
+def write_unlocked(run: Run, prepared: Prepared) -> Head | None:
+    """The common small push: one transaction that also checks no push holds a lock, so it
+    needs no session. The new head; None when it lost (a lock was held, a record was left,
+    or the head moved), for the caller to take the locked path."""
+    writes = [*prepared.files, *prepared.kept, *prepared._metadata()]
+    ops = [*_unlocked_guards(prepared), *_ops(run, prepared, writes)]
+    try:
+        index = _txn(run, [*ops, *_head_ops(prepared)])
+    except TxnFailed:
+        return None
+    _collect(run, prepared.head)
+    return _landed(prepared, index)
+
+
+def _landed(prepared: Prepared, index: int) -> Head:
+    head = prepared.head
+    return Head(head.commit, head.inline, head.keep, head.oldest, index)
+
+
+# -- the large commit: under the lock ---------------------------------------------------------
+
+
+def write_locked(run: Run, lease: Lease, prepared: Prepared, step: Step) -> Head:
+    """Write under the lock and move the head; the new head. ConflictError when the head
+    moved after all (another tool wrote it). A failure before the head lands undoes what was
+    written, as far as Consul can be reached."""
+    landed = None
+    try:
+        _send_metadata(run, lease, prepared)
+        _send_files(run, lease, prepared, step)
+        lease.renew_if_due()
+        landed = _landed(prepared, _txn(run, _head_ops(prepared)))
+    except TxnFailed as exc:
+        _undo(run, prepared)
+        raise ConflictError(_LOST) from exc
+    except BaseException:
+        landed = _check_landed(run, prepared)
+        if landed is None:
+            with suppress(FileconsulError):
+                _undo(run, prepared)
+            raise
+    _collect(run, landed)
+    return landed
+
+
+def _send_metadata(run: Run, lease: Lease, prepared: Prepared) -> None:
+    """The contents kept, then the manifest and the record: the journal of this push, from
+    which it is undone if it never commits."""
+    head = _check_head(prepared)
+    _send(run, lease, prepared, prepared.kept, [head], lambda count: None)
+    record, manifest = prepared._metadata()
+    if record.cost + manifest.cost + 4 * _ENVELOPE < TXN_MAX_BODY:
+        _txn(run, [head, *_guards(prepared), *_ops(run, prepared, [record, manifest])])
+        return
+    for write in (manifest, record):
+        if write.cost > _LARGE:
+            # Created only if absent: the journal is the guard a transaction would check.
+            assert write.value is not None
+            if not run.client.put(write.key, write.value, cas=0):
+                raise TxnFailed(f"{write.key} exists already", [])
+        else:
+            _txn(run, [head, *_guards(prepared), _op(run, write, prepared.limit)])
+
+
+def _send_files(run: Run, lease: Lease, prepared: Prepared, step: Step) -> None:
+    _send(run, lease, prepared, prepared.files, [_check_head(prepared)], step)
+
+
+def _check_head(prepared: Prepared) -> Op:
+    return head_check(prepared.tree)
+
+
+def head_check(tree: RemoteTree) -> Op:
+    """A check that the head is still the one `tree` was read at."""
+    if tree.head is None:
+        return kv_check_not_exists(head_key(tree.prefix))
+    return kv_check_index(head_key(tree.prefix), tree.head.index)
+
+
+def _send(
+    run: Run,
+    lease: Lease,
+    prepared: Prepared,
+    writes: Sequence[Write],
+    checks: list[Op],
+    step: Step,
+) -> None:
+    """`writes` in transactions that each carry `checks`, several in flight (they touch
+    disjoint keys); a value too large to share a transaction goes as its own PUT."""
     small = [w for w in writes if w.cost <= _LARGE]
-    # One operation of each transaction is kept for the manifest or its check.
-    packed = batches(small, _cost, count=TXN_MAX_OPS - 1, total=TXN_MAX_BODY - _ENVELOPE)
-    large = [w for w in writes if w.cost > _LARGE]
-    manifest = encode(files, max_size=limit)
-    return Prepared(tree, writes, manifest, packed, large, limit, contents)
+    room = TXN_MAX_OPS - len(checks)
+    packed = batches(small, _cost, count=room, total=TXN_MAX_BODY - 2 * _ENVELOPE)
+
+    def send(batch: list[Write]) -> int:
+        _txn(run, encode_txn([*checks, *_ops(run, prepared, batch)]))
+        return sum(1 for w in batch if w.path)
+
+    sending = in_flight(send, packed, depth=IN_FLIGHT, name="fileconsul-push")
+    with closing(sending) as sent:
+        for count in sent:
+            lease.renew_if_due()
+            step(count)
+    for write in writes:
+        if write.cost > _LARGE:
+            lease.renew_if_due()
+            assert write.target is not None or write.value is not None
+            flags = hash_to_flags(write.target.hash) if write.target else 0
+            run.client.put(write.key, _content(run, write, prepared.limit), flags=flags)
+            step(1 if write.path else 0)
 
 
 def _cost(write: Write) -> int:
     return write.cost
 
 
-def needs_write(tree: RemoteTree, actions: Sequence[Action]) -> bool:
-    """Changes to send, or a tree written by another tool to adopt."""
-    return bool(actions or tree.adopt or (tree.committed_index == 0 and tree.files))
-
-
-def write_unlocked(run: Run, prepared: Prepared) -> int | None:
-    """The common small push: one transaction that also checks no push holds the lock, so it
-    needs no session. The ModifyIndex it committed at; None when it lost (the lock was held
-    or the manifest moved), for the caller to take the locked path."""
+def _check_landed(run: Run, prepared: Prepared) -> Head | None:
+    """After an error: whether the head landed all the same (its answer was lost)."""
     try:
-        return _single(run, prepared, [kv_check_not_exists(lock_key(run.prefix))])
-    except TxnFailed:
+        head = remote.read_head(run.client, prepared.tree.prefix)
+    except FileconsulError:
         return None
+    if head is not None and head.commit == prepared.head.commit:
+        return head
+    return None
 
 
-def write_locked(run: Run, lease: Lease, prepared: Prepared, step: Step) -> int:
-    """Write under the lock and commit the manifest; the new manifest's ModifyIndex.
-    ConflictError when the manifest moved after all (another tool wrote it)."""
-    try:
-        if prepared.single:
-            index = _single(run, prepared, [])
-            step(len(prepared.writes))
-            return index
-        index = prepared.tree.manifest_index
-        if prepared.tree.committed_index == 0:
-            # The tree as it stands is committed first, so that every batch written below
-            # counts as uncommitted to readers until the final manifest lands.
-            empty = encode(prepared.tree.files, max_size=prepared.limit)
-            index = _commit_manifest(run, empty, index)
-        return _send_and_commit(run, lease, prepared, index, step)
-    except TxnFailed as exc:
-        raise ConflictError(_LOST) from exc
+def _undo(run: Run, prepared: Prepared) -> None:
+    repair(run, prepared.tree.prefix, prepared.commit, _check_head(prepared))
 
 
-def _single(run: Run, prepared: Prepared, guard: list[Op]) -> int:
-    """Files and manifest in one transaction, all or nothing."""
-    batch = prepared.batches[0] if prepared.batches else []
-    ops = [_op(run, w, prepared.limit) for w in batch]
-    manifest = _manifest_op(run, prepared.manifest, prepared.tree.manifest_index)
-    return _txn(run, [*guard, *ops, manifest])
+def repair(run: Run, prefix: str, journal: Commit, check: Op) -> list[str]:
+    """Undo a push that did not commit, from its record: put back each value it replaced
+    (from the contents it kept), delete each key it added, then its record, kept contents and
+    manifest; every transaction checks the head is still the one it was planned on. The
+    paths that could not be put back."""
+    changes = list(journal.changes)
+    keys = [file_key(prefix, c.path) for c in changes]
+    current: dict[str, bytes] = {}
+    for batch in batches(keys, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
+        current.update(run.client.values_of(batch))
+    lost: list[str] = []
+    writes: list[Write] = []
+    needed = {}
+    for change, key in zip(changes, keys, strict=True):
+        value = current.get(key)
+        found = None if value is None else content_hash(value)
+        if change.old is None:
+            if change.new is not None and found == change.new.hash:
+                writes.append(_write(key, None, None))
+        elif found != change.old.hash:
+            needed[key] = change.old
+    kept = _read_kept(run, prefix, journal.revision, {info.hash for info in needed.values()})
+    for key, old in needed.items():
+        if old.hash in kept:
+            writes.append(_write(key, old, kept[old.hash]))
+        else:
+            lost.append(key)
+    packed = batches(writes, _cost, count=TXN_MAX_OPS - 1, total=TXN_MAX_BODY - 2 * _ENVELOPE)
+    for group in packed:
+        run.client.txn([check, *(_plain_op(w) for w in group)])
+    run.client.txn(
+        [
+            check,
+            kv_delete(log_key(prefix, journal.revision)),
+            kv_delete(manifest_key(prefix, journal.revision)),
+            kv_delete_tree(blobs_prefix(prefix, journal.revision)),
+        ]
+    )
+    return lost
 
 
-def _send_and_commit(run: Run, lease: Lease, prepared: Prepared, index: int, step: Step) -> int:
-    """Send the prepared batches and large values, each checking the manifest is still at
-    `index`, then commit the manifest in its place."""
-    limit = prepared.limit
-    check = kv_check_index(manifest_key(run.prefix), index)
+def _read_kept(run: Run, prefix: str, revision: int, hashes: set[str]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    keys = [blob_key(prefix, revision, h) for h in sorted(hashes)]
+    for batch in batches(keys, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
+        for key, value in run.client.values_of(batch).items():
+            if content_hash(value) == key.rpartition("/")[2]:
+                found[key.rpartition("/")[2]] = value
+    return found
 
-    def send(batch: list[Write]) -> int:
-        _txn(run, encode_txn([check, *(_op(run, w, limit) for w in batch)]))
-        return len(batch)
 
-    # Batches touch disjoint keys and each checks the manifest, so their order is free; several
-    # in flight let Consul apply one while the next is encoded and sent.
-    with closing(
-        in_flight(send, prepared.batches, depth=IN_FLIGHT, name="fileconsul-push")
-    ) as sent:
-        for count in sent:
-            lease.renew_if_due()
-            step(count)
-    for write in prepared.large:
-        lease.renew_if_due()
-        assert write.target is not None
-        data = _content(run, write, limit)
-        run.client.put(
-            file_key(run.prefix, write.path), data, flags=hash_to_flags(write.target.hash)
-        )
-        step(1)
-    lease.renew_if_due()
-    return _commit_manifest(run, prepared.manifest, index)
+# -- what falls out of the history ------------------------------------------------------------
+
+
+def _collect(run: Run, head: Head) -> None:
+    """Delete what the history no longer keeps: records before the oldest revision, the
+    contents kept for revisions up to it (they restore revisions before it), and every
+    manifest but the head's. Best effort: what is left is collected by a later push."""
+    prefix = run.prefix
+    doomed: list[Op] = []
+    with suppress(FileconsulError):
+        if head.oldest > 1:
+            logs, _ = run.client.keys(log_prefix(prefix))
+            doomed += [kv_delete(k) for k in logs if (revision_of(k) or head.oldest) < head.oldest]
+            folders, _ = run.client.keys(blobs_prefix(prefix), separator="/")
+            doomed += [
+                kv_delete_tree(k)
+                for k in folders
+                if (revision_of(k) or head.oldest + 1) <= head.oldest
+            ]
+        manifests, _ = run.client.keys(manifests_prefix(prefix))
+        doomed += [
+            kv_delete(k) for k in manifests if (revision_of(k) or head.revision) < head.revision
+        ]
+        for batch in batches(doomed, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
+            run.client.txn(batch)
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+def _ops(run: Run, prepared: Prepared, writes: Sequence[Write]) -> list[Op]:
+    return [_op(run, w, prepared.limit) for w in writes]
+
+
+def _op(run: Run, write: Write, limit: int) -> Op:
+    if write.target is None and write.value is None:
+        return kv_delete(write.key)
+    data = _content(run, write, limit)
+    flags = hash_to_flags(write.target.hash) if write.target is not None else 0
+    return kv_set(write.key, data, flags)
+
+
+def _plain_op(write: Write) -> Op:
+    if write.value is None:
+        return kv_delete(write.key)
+    assert write.target is not None
+    return kv_set(write.key, write.value, hash_to_flags(write.target.hash))
 
 
 def _content(run: Run, write: Write, limit: int) -> bytes:
@@ -244,18 +554,6 @@ def _content(run: Run, write: Write, limit: int) -> bytes:
     return data
 
 
-def _op(run: Run, write: Write, limit: int) -> Op:
-    key = file_key(run.prefix, write.path)
-    if write.target is None:
-        return kv_delete(key)
-    return kv_set(key, _content(run, write, limit), hash_to_flags(write.target.hash))
-
-
-def _manifest_op(run: Run, manifest: bytes, index: int) -> Op:
-    flags = hash_to_flags(content_hash(manifest))
-    return kv_cas(manifest_key(run.prefix), manifest, flags, index)
-
-
 def _txn(run: Run, ops: list[Op] | bytes) -> int:
     """Run a write transaction; the ModifyIndex it committed at. TxnFailed when Consul
     rolled it back (a check or a check-and-set failed)."""
@@ -263,22 +561,19 @@ def _txn(run: Run, ops: list[Op] | bytes) -> int:
     return max((int(r.get("ModifyIndex") or 0) for r in results), default=0)
 
 
-def _commit_manifest(run: Run, manifest: bytes, index: int) -> int:
-    if b64_len(len(manifest)) < _LARGE:
-        return _txn(run, [_manifest_op(run, manifest, index)])
-    flags = hash_to_flags(content_hash(manifest))
-    if not run.client.put(manifest_key(run.prefix), manifest, flags=flags, cas=index):
-        raise ConflictError(_LOST)
-    entry, _ = run.client.get(manifest_key(run.prefix))
-    return entry.modify_index if entry else 0
-
-
-def files_after(tree_files: Files, actions: Sequence[Action]) -> dict[str, FileInfo]:
-    """The tree once `actions` are applied to it."""
-    files = dict(tree_files)
-    for action in actions:
-        if action.target is None:
-            files.pop(action.path, None)
-        else:
-            files[action.path] = action.target
-    return files
+def kept_contents(run: Run, prefix: str, wanted: Mapping[str, tuple[int, str]]) -> dict[str, bytes]:
+    """Contents by path, each read from where revision history keeps it: path -> (revision
+    whose kept contents hold it, or 0 for the file's own key; hash). Only verified bytes."""
+    keys = {
+        path: blob_key(prefix, revision, digest_) if revision else file_key(prefix, path)
+        for path, (revision, digest_) in wanted.items()
+    }
+    found: dict[str, bytes] = {}
+    items = sorted(keys.items())
+    for batch in batches(items, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
+        values = run.client.values_of([key for _, key in batch])
+        for path, key in batch:
+            value = values.get(key)
+            if value is not None and content_hash(value) == wanted[path][1]:
+                found[path] = value
+    return found

@@ -43,6 +43,12 @@ class Scan:
     contents: dict[str, bytes] = field(default_factory=dict)
     #: Temporary files a killed pull left behind (relative paths); never synced.
     leftovers: list[str] = field(default_factory=list)
+    #: The ignore rules of `.fileconsulignore` (None: there are none).
+    rules: pathspec.GitIgnoreSpec | None = None
+
+    def ignored(self, path: str) -> bool:
+        """Whether this node's ignore rules cover `path` (a file's relative path)."""
+        return self.rules is not None and self.rules.match_file(path)
 
 
 def stat_key(st: os.stat_result) -> StatKey:
@@ -60,9 +66,9 @@ def scan(root: Path, cache: Mapping[str, Cached] | None = None, *, keep_bytes: i
     does not read them twice.
     """
     cache = cache or {}
-    result = Scan()
+    result = Scan(rules=_ignore_spec(root))
     now_ns = time.time_ns()
-    for rel, entry in _walk(root, _ignore_spec(root), result):
+    for rel, entry in _walk(root, result.rules, result):
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:
@@ -97,7 +103,8 @@ def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:
         return None
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {root / IGNORE_FILE} ({exc}); fix or remove it") from exc
-    # Imported here: most trees have no ignore file, and the import costs a command ~10 ms.
+    # Imported here: most trees have no ignore file, and the import is a noticeable part of
+    # a command's start-up.
     import pathspec
 
     return pathspec.GitIgnoreSpec.from_lines(lines)

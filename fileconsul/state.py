@@ -1,8 +1,11 @@
 """The local record of the last synced state, kept in `<basepath>/.fileconsul/`.
 
-The record (`records/`) is the base of the three-way comparison, written durably. Beside it
-(`cache/`), each file's hash under its (size, mtime, inode), so that a status of an unchanged
-tree reads no file contents; the cache is disposable and written without fsync.
+The record (`records/`) is the base of the three-way comparison, written durably, with the
+revision it was synced at and how Consul's tree at that revision differs from the base
+(usually not at all): from it and the commit records since, a node knows the remote tree
+without reading the whole manifest. Beside it (`cache/`), each file's hash under its (size,
+mtime, inode), so that a status of an unchanged tree reads no file contents; the cache is
+disposable and written without fsync.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from fileconsul.fileinfo import FileInfo
 from fileconsul.keys import INTERNAL_DIR
 from fileconsul.manifest import FILE_COLUMNS
 
-FORMAT = 2
+FORMAT = 3
 #: A file's (size, mtime in ns, inode): while it stands, the cached hash holds.
 StatKey = tuple[int, int, int]
 
@@ -50,21 +53,35 @@ _CACHE_COLUMNS = (
 
 
 @dataclass
+class Remote:
+    """Consul's committed tree at the record's revision: its commit index and digest, and its
+    files (in memory; on disk only where they differ from the base)."""
+
+    index: int
+    digest: str
+    files: dict[str, FileInfo]
+
+
+@dataclass
 class Record:
     prefix: str
+    #: The revision last synced (0: none, or a record of the first format).
     revision: int = 0
+    #: The base: each path's state when it was last the same on both sides.
     files: dict[str, FileInfo] = field(default_factory=dict)
     exists: bool = False
     hash_cache: HashCache = field(default_factory=dict)
+    remote: Remote | None = None
+    #: (path, change) applied locally that no --exec hook has been handed yet.
+    unreported: list[tuple[str, str]] = field(default_factory=list)
 
-    def advance(self, changes: Iterable[tuple[str, FileInfo | None]], revision: int) -> None:
+    def advance(self, changes: Iterable[tuple[str, FileInfo | None]]) -> None:
         """Take each (path, state now the same on both sides; None when gone)."""
         for path, info in changes:
             if info is None:
                 self.files.pop(path, None)
             else:
                 self.files[path] = info
-        self.revision = revision
 
 
 def internal_dir(basepath: Path) -> Path:
@@ -92,13 +109,32 @@ def load(basepath: Path, prefix: str) -> Record:
             "(the next pull then treats equal files as synced)"
         ) from exc
     try:
-        if data.get("format") == 1:
-            files = {p: FileInfo(h, n, m) for p, (h, n, m) in data["files"].items()}
-        else:
-            files = columns.decode(data["files"], FILE_COLUMNS, FileInfo)
-        return Record(prefix, int(data.get("revision", 0)), files, True, cache)
+        return _decode(data, prefix, cache)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise InvalidInput(f"the local record {path} is corrupt ({exc}); remove it") from exc
+
+
+def _decode(data: Any, prefix: str, cache: HashCache) -> Record:
+    found = data.get("format")
+    if found == 1:
+        files = {p: FileInfo(h, n, m) for p, (h, n, m) in data["files"].items()}
+    else:
+        files = columns.decode(data["files"], FILE_COLUMNS, FileInfo)
+    if found in (1, 2):
+        # Their "revision" was an index of Consul's, not a revision number: unknown.
+        return Record(prefix, 0, files, True, cache)
+    if found != FORMAT:
+        raise ValueError(f"unknown format {found!r}")
+    record = Record(prefix, int(data["revision"]), files, True, cache)
+    remote = data.get("remote")
+    if remote is not None:
+        view = dict(files)
+        view.update(columns.decode(remote["changed"], FILE_COLUMNS, FileInfo))
+        for gone in remote["absent"]:
+            view.pop(gone, None)
+        record.remote = Remote(int(remote["index"]), str(remote["digest"]), view)
+    record.unreported = [(str(p), str(c)) for p, c in data.get("unreported", [])]
+    return record
 
 
 def _load_cache(basepath: Path, prefix: str) -> HashCache:
@@ -117,9 +153,26 @@ def save(basepath: Path, record: Record) -> None:
         "prefix": record.prefix,
         "revision": record.revision,
         "files": columns.encode(record.files, FILE_COLUMNS),
+        "remote": _remote_delta(record),
+        "unreported": record.unreported,
     }
     _replace(_record_path(basepath, record.prefix), data, durable=True)
     save_cache(basepath, record)
+
+
+def _remote_delta(record: Record) -> dict[str, Any] | None:
+    """The remote tree, as where it differs from the base."""
+    remote = record.remote
+    if remote is None:
+        return None
+    moved = {p for p, _ in remote.files.items() ^ record.files.items()}
+    changed = {p: remote.files[p] for p in moved if p in remote.files}
+    return {
+        "index": remote.index,
+        "digest": remote.digest,
+        "changed": columns.encode(changed, FILE_COLUMNS),
+        "absent": sorted(moved - set(changed)),
+    }
 
 
 def save_cache(basepath: Path, record: Record) -> None:

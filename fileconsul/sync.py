@@ -8,9 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from fileconsul import apply, publish, remote, scan, state
+from fileconsul import apply, fleet, history, publish, remote, scan, state
 from fileconsul.consul import KVEntry
 from fileconsul.errors import ConflictError, InvalidInput
+from fileconsul.fileinfo import FileInfo, Files, content_hash
+from fileconsul.keys import file_key, log_key
 from fileconsul.plan import Action, Plan, check_deletes, plan
 from fileconsul.remote import RemoteTree
 from fileconsul.run import Run
@@ -20,21 +22,53 @@ KEEP_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
+class Sides:
+    """The three trees a plan compares, as this node sees them: its ignore rules hide paths
+    from all three, and a tree another tool deleted whole counts as unchanged."""
+
+    local: dict[str, FileInfo]
+    base: dict[str, FileInfo]
+    remote: dict[str, FileInfo]
+    #: Tracked paths that this node's ignore rules now cover.
+    newly_ignored: list[str]
+    #: The files under the prefix were deleted by another tool (not by a commit).
+    gone: bool
+
+
+def sides(local: scan.Scan, record: state.Record, tree: RemoteTree) -> Sides:
+    def seen(files: Files) -> dict[str, FileInfo]:
+        return {p: i for p, i in files.items() if not local.ignored(p)}
+
+    base = seen(record.files)
+    gone = tree.wiped or (
+        tree.head is None
+        and not tree.legacy_index
+        and not tree.files
+        and not tree.unsafe
+        and record.exists
+        and bool(record.files)
+    )
+    newly_ignored = sorted(set(record.files) - set(base))
+    return Sides(local.files, base, dict(base) if gone else seen(tree.files), newly_ignored, gone)
+
+
+@dataclass
 class Status:
     prefix: str
     plan: Plan
     remote: RemoteTree
     scan: scan.Scan
     record: state.Record
+    sides: Sides
 
     @property
     def in_sync(self) -> bool:
-        return self.plan.in_sync
+        return self.plan.in_sync and not self.sides.gone
 
     @property
     def warnings(self) -> list[str]:
         unsafe = [f"skipped unsafe key {key!r}: {why}" for key, why in self.remote.unsafe]
-        return _warnings(self.scan, self.remote) + unsafe
+        return _warnings(self.scan, self.remote, self.sides) + unsafe
 
 
 @dataclass
@@ -42,6 +76,7 @@ class Outcome:
     """What a push or pull did (or, with dry_run, would do)."""
 
     actions: list[Action] = field(default_factory=list)
+    #: The revision the tree is at afterwards (for a push: the one it committed, if any).
     revision: int = 0
     dry_run: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -49,22 +84,44 @@ class Outcome:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: After a push: remote changes this node has still to pull.
     left_to_pull: int = 0
+    #: The head a push committed (None: it committed nothing).
+    committed: history.Head | None = None
+    #: (path, change) for the --exec hook: what this pull applied, and what an interrupted one
+    #: applied before it and no hook was handed.
+    for_hooks: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
         return InvalidInput.exit_code if self.skipped else 0
 
 
-def _warnings(local: scan.Scan, tree: RemoteTree) -> list[str]:
+def _warnings(local: scan.Scan, tree: RemoteTree, seen: Sides) -> list[str]:
     notes = [f"skipped {path}: {why}" for path, why in local.skipped]
     notes += tree.warnings
     notes += [f"{path}: {why}" for path, why in tree.corrupt]
     if tree.uncommitted:
+        notes.append(_uncommitted_note(tree))
+    if seen.gone:
         notes.append(
-            f"{len(tree.uncommitted)} values of an interrupted push are ignored until a push "
-            "commits (re-run that push)"
+            f"the files under {tree.prefix}/ are gone (deleted by another tool, not by a push): "
+            "nothing is deleted here; a push re-creates them from this node"
         )
     return notes
+
+
+def _uncommitted_note(tree: RemoteTree) -> str:
+    count = len(tree.uncommitted)
+    journal = tree.dead_push
+    if journal is None:
+        return (
+            f"{count} values of a push that has not committed are ignored; the next push "
+            "undoes them"
+        )
+    return (
+        f"{count} values written by a push from {journal.node} ({journal.user}) at "
+        f"{journal.time}, which never committed (revision {journal.revision}), are ignored "
+        "here; until the next push undoes them, `consul kv get` and other raw readers see them"
+    )
 
 
 def status(run: Run) -> Status:
@@ -76,7 +133,9 @@ def status(run: Run) -> Status:
         with suppress(ConflictError), state.local_lock(root, wait=0):
             record.hash_cache = local.hash_cache
             state.save_cache(root, record)
-    return Status(run.prefix, plan(local.files, record.files, tree.files), tree, local, record)
+    seen = sides(local, record, tree)
+    planned = plan(seen.local, seen.base, seen.remote)
+    return Status(run.prefix, planned, tree, local, record, seen)
 
 
 def _scan_and_read(
@@ -85,15 +144,17 @@ def _scan_and_read(
     """The local scan and the remote read, side by side: one mostly waits on the disk, the
     other on Consul. A scan error comes first, as if the two ran one after the other.
 
-    A push keeps the bytes the scan reads, reads the leader's view (never stale), and asks the
-    agent's value limit now, so that it is cached when the push needs it."""
+    A push keeps the bytes the scan reads and reads the leader's view (never stale)."""
 
     def read() -> RemoteTree:
-        stale = run.stale and not push
-        tree = remote.read(run.client, run.prefix, lock_wait=run.lock_wait, stale=stale)
-        if push:
-            run.client.max_value_size()
-        return tree
+        return remote.read(
+            run.client,
+            run.prefix,
+            known=record.remote,
+            known_revision=record.revision,
+            lock_wait=run.lock_wait,
+            stale=run.stale and not push,
+        )
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-read") as pool:
         future = pool.submit(read)
@@ -101,63 +162,42 @@ def _scan_and_read(
         return local, future.result()
 
 
-def _refuse_conflicts(p: Plan, command: str, force: bool) -> None:
-    if p.conflicts and not force:
-        paths = ", ".join(c.path for c in p.conflicts[:5])
-        more = f" and {len(p.conflicts) - 5} more" if len(p.conflicts) > 5 else ""
+def _refuse_conflicts(planned: Plan, command: str, force: bool) -> None:
+    if planned.conflicts and not force:
+        paths = ", ".join(c.path for c in planned.conflicts[:5])
+        more = f" and {len(planned.conflicts) - 5} more" if len(planned.conflicts) > 5 else ""
         winner = "local" if command == "push" else "remote"
         raise ConflictError(
             f"{command} refused: {paths}{more} changed on both sides; nothing was changed "
-            f"(resolve it, or run {command} --force to keep the {winner} version)"
+            f"(see them with `fileconsul diff`; resolve them, or run {command} --force to "
+            f"keep the {winner} version)"
         )
 
 
-def _advance(record: state.Record, p: Plan, applied: list[Action], revision: int) -> None:
-    """Move the record to what is now the same on both sides."""
-    record.advance(
-        [*p.converged.items(), *((a.path, a.target) for a in applied)], revision=revision
-    )
+def _synced(
+    record: state.Record, planned: Plan, applied: list[Action], tree: RemoteTree, seen: Sides
+) -> None:
+    """Move the record to what is now the same on both sides, at the tree's revision."""
+    record.advance([*planned.converged.items(), *((a.path, a.target) for a in applied)])
+    for path in seen.newly_ignored:
+        record.files.pop(path, None)
+    record.revision = tree.revision
+    record.remote = tree.remote_state
 
 
 # -- push -------------------------------------------------------------------------------------
 
 
-def push(
-    run: Run, *, force: bool = False, dry_run: bool = False, max_delete: int | None = None
-) -> Outcome:
-    root = run.settings.basepath
-    with state.local_lock(root):
-        record = state.load(root, run.prefix)
-        local, tree = _scan_and_read(run, record, push=True)
-        if local.unsafe:
-            path, why = local.unsafe[0]
-            raise InvalidInput(
-                f"push refused: {path!r} cannot be a Consul key ({why}); nothing was pushed "
-                f"(rename it or add it to {scan.IGNORE_FILE})"
-            )
-
-        def plan_on(tree: RemoteTree) -> _Planned:
-            return _plan_push(local, record, tree, force, max_delete)
-
-        planned = plan_on(tree)
-        if dry_run:
-            return Outcome(planned.actions, tree.committed_index, True, _warnings(local, tree))
-        revision = tree.committed_index
-        if publish.needs_write(tree, planned.actions):
-            limit = run.client.max_value_size()
-            _refuse_too_large(planned.actions, limit)
-            prepared = publish.prepare(run.prefix, tree, planned.actions, limit, local.contents)
-            committed = publish.write_unlocked(run, prepared) if prepared.single else None
-            if committed is None:
-                planned, committed = _push_locked(run, planned, prepared, plan_on)
-            revision = committed
-        p, actions = planned.plan, planned.actions
-        _advance(record, p, actions, revision)
-        record.hash_cache = local.hash_cache
-        state.save(root, record)
-        outcome = Outcome(actions, revision, False, _warnings(local, planned.tree))
-        outcome.left_to_pull = len(p.pull) + (0 if force else len(p.conflicts))
-        return outcome
+@dataclass(frozen=True)
+class PushOptions:
+    force: bool = False
+    dry_run: bool = False
+    max_delete: int | None = None
+    message: str = ""
+    #: Revisions to keep from now on (None: as the head says).
+    keep: int | None = None
+    #: The node named in the commit record (None: the agent's node name, or the host's).
+    node: str | None = None
 
 
 @dataclass
@@ -167,88 +207,251 @@ class _Planned:
     plan: Plan
     actions: list[Action]
     tree: RemoteTree
+    sides: Sides
+
+
+def push(run: Run, options: PushOptions | None = None) -> Outcome:
+    options = options or PushOptions()
+    root = run.settings.basepath
+    with state.local_lock(root):
+        record = state.load(root, run.prefix)
+        local, tree = _scan_and_read(run, record, push=True)
+        refuse_unsafe_names(local)
+
+        planned = _plan_push(local, record, tree, options)
+        warnings = _push_warnings(local, planned)
+        if options.dry_run:
+            return Outcome(planned.actions, tree.revision, True, warnings)
+        head = None
+        if _needs_commit(planned):
+            limit = run.client.max_value_size()
+            refuse_too_large(planned.actions, limit)
+
+            def prepare(planned: _Planned) -> publish.Prepared:
+                return _prepare(run, planned, local.contents, limit, options)
+
+            def plan_on(tree: RemoteTree) -> tuple[_Planned, publish.Prepared]:
+                replanned = _plan_push(local, record, tree, options)
+                return replanned, prepare(replanned)
+
+            prepared = prepare(planned)
+            head = publish.write_unlocked(run, prepared) if prepared.single else None
+            if head is None:
+                planned, prepared, head = _push_locked(run, planned, prepared, plan_on)
+            tree = _committed(planned.tree, head, prepared.after)
+        else:
+            tree = planned.tree
+        _synced(record, planned.plan, planned.actions, tree, planned.sides)
+        record.hash_cache = local.hash_cache
+        state.save(root, record)
+        outcome = Outcome(planned.actions, tree.revision, False, warnings, committed=head)
+        outcome.left_to_pull = len(planned.plan.pull) + (
+            0 if options.force else len(planned.plan.conflicts)
+        )
+        return outcome
+
+
+def _committed(tree: RemoteTree, head: history.Head, after: dict[str, FileInfo]) -> RemoteTree:
+    """The remote tree once a commit landed: its files are the ones committed."""
+    return RemoteTree(tree.prefix, head, dict(after), dict(after), head.index, fast=True)
+
+
+def _push_warnings(local: scan.Scan, planned: _Planned) -> list[str]:
+    warnings = _warnings(local, planned.tree, planned.sides)
+    ignored = planned.sides.newly_ignored
+    if ignored:
+        more = f" and {len(ignored) - 5} more" if len(ignored) > 5 else ""
+        shown = ", ".join(ignored[:5]) + more
+        warnings.append(
+            f"{len(ignored)} tracked paths are now ignored on this node ({shown}); they stay "
+            "in Consul, and this node no longer pushes or pulls them"
+        )
+    return warnings
+
+
+def _needs_commit(planned: _Planned) -> bool:
+    """Changes to send, keys another tool wrote to adopt, a tree without a revision yet, or a
+    push that never committed to undo."""
+    tree = planned.tree
+    first = tree.head is None and bool(tree.files)
+    return bool(planned.actions or tree.adopt or first or tree.uncommitted or planned.sides.gone)
 
 
 def _plan_push(
-    local: scan.Scan, record: state.Record, tree: RemoteTree, force: bool, max_delete: int | None
+    local: scan.Scan, record: state.Record, tree: RemoteTree, options: PushOptions
 ) -> _Planned:
-    p = plan(local.files, record.files, tree.files)
-    _refuse_conflicts(p, "push", force)
-    actions = p.pushes(force=force)
-    check_deletes(actions, len(tree.files), max_delete=max_delete, force=force, side="in Consul")
-    return _Planned(p, actions, tree)
+    seen = sides(local, record, tree)
+    if seen.gone:
+        # Re-create the tree from this node: every local file is sent again.
+        seen = Sides(seen.local, {}, {}, seen.newly_ignored, True)
+    planned = plan(seen.local, seen.base, seen.remote)
+    _refuse_conflicts(planned, "push", options.force)
+    actions = planned.pushes(force=options.force)
+    tracked = len(seen.remote)
+    check_deletes(
+        actions, tracked, max_delete=options.max_delete, force=options.force, side="in Consul"
+    )
+    return _Planned(planned, actions, tree, seen)
+
+
+def _prepare(
+    run: Run,
+    planned: _Planned,
+    contents: dict[str, bytes],
+    limit: int,
+    options: PushOptions,
+) -> publish.Prepared:
+    tree = planned.tree
+    keep = options.keep or (tree.head.keep if tree.head else history.DEFAULT_KEEP)
+    return publish.prepare(
+        run,
+        tree,
+        planned.actions,
+        contents=contents,
+        limit=limit,
+        node=fleet.node_name(run.client, options.node),
+        message=options.message,
+        keep=keep,
+    )
 
 
 def _push_locked(
     run: Run,
     planned: _Planned,
     prepared: publish.Prepared,
-    plan_on: Callable[[RemoteTree], _Planned],
-) -> tuple[_Planned, int]:
-    """Take the lock, plan again when another push committed meanwhile, and write; what was
-    written and the revision it committed."""
+    plan_on: Callable[[RemoteTree], tuple[_Planned, publish.Prepared]],
+) -> tuple[_Planned, publish.Prepared, history.Head]:
+    """Take the lock; undo a push that died without committing; plan again when the tree
+    moved meanwhile; write. What was written and the head it committed."""
     with publish.push_lock(run) as lease:
-        if not remote.unchanged_since(run.client, planned.tree):
-            fresh = remote.read(
-                run.client, run.prefix, lock_wait=run.lock_wait, session=lease.session
-            )
-            if fresh.plans_like(planned.tree):
-                planned.tree = prepared.tree = fresh
-            else:
-                planned = plan_on(fresh)
-                prepared = publish.prepare(
-                    run.prefix, fresh, planned.actions, prepared.limit, prepared.contents
-                )
-        if not publish.needs_write(planned.tree, planned.actions):
-            return planned, planned.tree.committed_index
-        with run.progress("pushing", len(prepared.writes)) as step:
-            return planned, publish.write_locked(run, lease, prepared, step)
+        fresh = _read_locked(run, planned.tree, lease.session)
+        if not _plans_like(fresh, planned.tree):
+            planned, prepared = plan_on(fresh)
+        with run.progress("pushing", len(prepared.files)) as step:
+            head = publish.write_locked(run, lease, prepared, step)
+        return planned, prepared, head
 
 
-def _refuse_too_large(actions: list[Action], limit: int) -> None:
-    for action in actions:
-        if action.target is not None and action.target.size > limit:
-            raise InvalidInput(
-                f"{action.path} is {action.target.size} bytes, over Consul's {limit}-byte "
-                f"value limit; nothing was pushed (add it to {scan.IGNORE_FILE} or shrink it)"
-            )
+def _read_locked(run: Run, tree: RemoteTree, session: str) -> RemoteTree:
+    """The tree as it stands under the lock, once any push that died without committing has
+    been undone from its record."""
+    known = tree.remote_state
+    while True:
+        fresh = remote.read(
+            run.client,
+            run.prefix,
+            known=known,
+            known_revision=tree.revision,
+            lock_wait=run.lock_wait,
+            session=session,
+        )
+        entry, _ = run.client.get(log_key(run.prefix, fresh.revision + 1))
+        if entry is None:
+            return fresh
+        journal = history.Commit.decode(entry.value, fresh.revision + 1)
+        publish.repair(run, run.prefix, journal, publish.head_check(fresh))
+
+
+def _plans_like(fresh: RemoteTree, tree: RemoteTree) -> bool:
+    """Whether a push planned on `tree` plans the same on `fresh`."""
+    return (
+        fresh.commit_index == tree.commit_index
+        and fresh.files == tree.files
+        and fresh.adopt == tree.adopt
+        and fresh.uncommitted == tree.uncommitted
+    )
+
+
+def refuse_unsafe_names(local: scan.Scan) -> None:
+    """InvalidInput naming every local file whose name cannot be a key."""
+    if local.unsafe:
+        names = "; ".join(f"{path!r} ({why})" for path, why in local.unsafe)
+        raise InvalidInput(
+            f"push refused, file names that cannot be Consul keys: {names}; nothing was "
+            f"pushed (rename them or add them to {scan.IGNORE_FILE})"
+        )
+
+
+def refuse_too_large(actions: list[Action], limit: int) -> None:
+    """InvalidInput naming every file to send that is over Consul's value limit."""
+    large = [a for a in actions if a.target is not None and a.target.size > limit]
+    if large:
+        names = "; ".join(f"{a.path} is {a.target.size} bytes" for a in large if a.target)
+        raise InvalidInput(
+            f"push refused, files over Consul's {limit}-byte value limit: {names}; nothing "
+            f"was pushed (add them to {scan.IGNORE_FILE} or shrink them)"
+        )
 
 
 # -- pull -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PullOptions:
+    force: bool = False
+    dry_run: bool = False
+    max_delete: int | None = None
+    #: Keep what was applied in the record until the --exec hook has been handed it.
+    for_hooks: bool = False
+
+
 def pull(
-    run: Run,
-    *,
-    force: bool = False,
-    dry_run: bool = False,
-    max_delete: int | None = None,
-    entries: list[KVEntry] | None = None,
+    run: Run, options: PullOptions | None = None, *, entries: list[KVEntry] | None = None
 ) -> Outcome:
-    """Apply remote changes. `entries`, when given, is the whole tree already read (a
-    consul-watch payload) and Consul is not asked again."""
+    """Apply remote changes. `entries`, when given, are values already read (a consul-watch
+    payload): Consul is not asked for those again."""
+    options = options or PullOptions()
     root = run.settings.basepath
     with state.local_lock(root):
         record = state.load(root, run.prefix)
+        local, tree = _scan_and_read(run, record)
         if entries is not None:
-            local = scan.scan(root, record.hash_cache)
-            tree = remote.from_entries(run.prefix, entries)
-        else:
-            local, tree = _scan_and_read(run, record)
-        p = plan(local.files, record.files, tree.files)
-        _refuse_conflicts(p, "pull", force)
-        actions = p.pulls(force=force)
-        check_deletes(actions, len(local.files), max_delete=max_delete, force=force, side="locally")
-        outcome = Outcome(actions, tree.committed_index, dry_run, _warnings(local, tree))
+            _use_payload(tree, entries)
+        seen = sides(local, record, tree)
+        planned = plan(seen.local, seen.base, seen.remote)
+        _refuse_conflicts(planned, "pull", options.force)
+        actions = planned.pulls(force=options.force)
+        check_deletes(
+            actions,
+            len(seen.local),
+            max_delete=options.max_delete,
+            force=options.force,
+            side="locally",
+        )
+        outcome = Outcome(actions, tree.revision, options.dry_run, _warnings(local, tree, seen))
         outcome.skipped += tree.unsafe
-        if dry_run:
+        if options.dry_run:
             return outcome
         with run.progress("pulling", len(actions)) as step:
             applied, skipped = apply.apply(run, tree, actions, local.stats, local.leftovers, step)
         outcome.actions = applied
         outcome.skipped += skipped
-        _advance(record, p, applied, tree.committed_index)
+        _synced(record, planned, applied, tree, seen)
         rewritten = {a.path for a in applied}
         record.hash_cache = {p: c for p, c in local.hash_cache.items() if p not in rewritten}
+        done = record.unreported + [(a.path, a.change) for a in applied]
+        record.unreported = done if options.for_hooks else []
+        outcome.for_hooks = done
         state.save(root, record)
         return outcome
+
+
+def _use_payload(tree: RemoteTree, entries: list[KVEntry]) -> None:
+    """Take the values a consul-watch payload carries, where they are the committed ones."""
+    for entry in entries:
+        path = entry.key[len(tree.prefix) + 1 :]
+        info = tree.files.get(path)
+        if info is None or path in tree.sources or entry.key != file_key(tree.prefix, path):
+            continue
+        if content_hash(entry.value) == info.hash:
+            tree.values.setdefault(path, entry.value)
+
+
+def hooks_done(run: Run) -> None:
+    """The --exec hook has been handed what was applied: forget it."""
+    root = run.settings.basepath
+    with state.local_lock(root):
+        record = state.load(root, run.prefix)
+        if record.unreported:
+            record.unreported = []
+            state.save(root, record)

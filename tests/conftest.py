@@ -152,13 +152,32 @@ class KV:
         }
 
     def files(self, prefix: str) -> dict[str, bytes]:
-        """The file keys under the prefix, without fileconsul's own keys."""
+        """The file keys under the prefix."""
         start = len(prefix) + 1
-        return {
-            key[start:]: entry["value"]
-            for key, entry in self.tree(prefix).items()
-            if not key[start:].startswith(".fileconsul/")
-        }
+        return {key[start:]: entry["value"] for key, entry in self.tree(prefix).items()}
+
+    def meta(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """What fileconsul keeps beside the tree: head, manifests, records, kept contents,
+        lock and reports."""
+        return self.tree(prefix + ".fileconsul")
+
+    def head(self, prefix: str) -> dict[str, Any]:
+        import json
+
+        entry = self.meta(prefix)[f"{prefix}.fileconsul/head"]
+        head: dict[str, Any] = json.loads(entry["value"])
+        head["index"] = entry["index"]
+        return head
+
+    def manifest(self, prefix: str) -> dict[str, Any]:
+        """The head revision's manifest, decoded."""
+        import json
+        import zlib
+
+        revision = self.head(prefix)["revision"]
+        entry = self.meta(prefix)[f"{prefix}.fileconsul/manifests/{revision:010d}"]
+        manifest: dict[str, Any] = json.loads(zlib.decompress(entry["value"]))
+        return manifest
 
     def txn_set(self, items: dict[str, bytes], flags: int = 0) -> None:
         ops = [

@@ -258,7 +258,7 @@ def test_acl_minimal_puller_policy_pulls_and_reports(
     puller = make_token(
         acl_agent,
         f'key_prefix "{prefix}" {{ policy = "read" }}\n'
-        f'key_prefix "{prefix}.nodes/" {{ policy = "write" }}',
+        f'key_prefix "{prefix}.fileconsul/nodes/" {{ policy = "write" }}',
     )
     reader = make_token(acl_agent, f'key_prefix "{prefix}" {{ policy = "read" }}')
     a = make_node("a", addr=acl_agent.addr, token=writer)

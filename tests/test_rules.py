@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from fileconsul import columns, remote, render, scan, state
+from fileconsul import columns, history, manifest, remote, render, scan, state
 from fileconsul.consul import KVEntry
 from fileconsul.errors import InvalidInput
 from fileconsul.fileinfo import FileInfo, content_hash, hash_to_flags
-from fileconsul.keys import manifest_key
-from fileconsul.manifest import FILE_COLUMNS, encode
+from fileconsul.keys import log_key
+from fileconsul.manifest import FILE_COLUMNS, digest
 from fileconsul.plan import plan
 
 P = "p"
@@ -30,9 +31,16 @@ def entry(path: str, data: bytes, index: int, *, flags: int | None = None) -> KV
     return KVEntry(f"{P}/{path}", data, own, index)
 
 
-def manifest_entry(files: dict[str, FileInfo], index: int) -> KVEntry:
-    value = encode(files, max_size=1 << 20)
-    return KVEntry(manifest_key(P), value, hash_to_flags(content_hash(value)), index)
+def head_at(files: dict[str, FileInfo], revision: int, index: int) -> history.Head:
+    commit = history.new_commit(
+        revision, [], files, digest(files), node="n", message="", rollback_of=None
+    )
+    return replace(history.new_head(commit, keep=10), index=index)
+
+
+def journal(revision: int, changes: list[history.Change]) -> KVEntry:
+    commit = history.new_commit(revision, changes, {}, "0" * 16, node="dead-node", message="")
+    return KVEntry(log_key(P, revision), commit.encode(max_size=1 << 20), 0, 99)
 
 
 # -- the remote tree from entries -----------------------------------------------------------
@@ -41,62 +49,95 @@ def manifest_entry(files: dict[str, FileInfo], index: int) -> KVEntry:
 def test_committed_values_are_the_tree_with_the_manifests_modes() -> None:
     files = {"a": info(b"1", 0o755), "d/b": info(b"2")}
     tree = remote.from_entries(
-        P, [manifest_entry(files, 10), entry("a", b"1", 10), entry("d/b", b"2", 9)]
+        P, [entry("a", b"1", 10), entry("d/b", b"2", 9)], head_at(files, 1, 10), files
     )
     assert tree.files == files
-    assert tree.committed_index == 10
+    assert tree.commit_index == 10
     assert (tree.corrupt, tree.uncommitted, tree.adopt, tree.unsafe) == ([], [], set(), [])
 
 
-def test_a_committed_value_that_contradicts_the_manifest_is_corrupt_and_keeps_the_claim() -> None:
+def test_a_committed_value_that_contradicts_the_commit_is_corrupt_and_keeps_the_claim() -> None:
     files = {"a": info(b"1")}
-    tree = remote.from_entries(P, [manifest_entry(files, 10), entry("a", b"tampered", 8)])
+    tree = remote.from_entries(P, [entry("a", b"tampered", 8)], head_at(files, 1, 10), files)
     assert tree.files == files
-    assert tree.corrupt == [("a", "its value does not match the manifest's hash")]
+    assert tree.corrupt == [("a", "its value does not match the committed hash")]
     assert "a" not in tree.values
 
 
-def test_a_value_written_after_the_commit_by_a_push_is_uncommitted() -> None:
-    files = {"a": info(b"1")}
-    tree = remote.from_entries(
-        P, [manifest_entry(files, 10), entry("a", b"new", 11), entry("b", b"added", 11)]
-    )
+def test_values_of_a_push_that_left_a_record_and_died_are_uncommitted() -> None:
+    files = {"a": info(b"1"), "gone": info(b"g")}
+    changes = [
+        history.Change("a", "modified", info(b"1"), info(b"new")),
+        history.Change("b", "added", None, info(b"added")),
+        history.Change("gone", "deleted", info(b"g"), None),
+    ]
+    entries = [entry("a", b"new", 11), entry("b", b"added", 11), journal(2, changes)]
+    tree = remote.from_entries(P, entries, head_at(files, 1, 10), files)
     assert tree.files == files
     assert sorted(tree.uncommitted) == ["a", "b"]
+    assert tree.dead_push is not None
+    assert tree.dead_push.node == "dead-node"
+    # The committed contents are read where that push kept them.
+    assert tree.sources == {
+        "a": f"{P}.fileconsul/blobs/0000000002/{info(b'1').hash}",
+        "gone": f"{P}.fileconsul/blobs/0000000002/{info(b'g').hash}",
+    }
 
 
-def test_a_value_written_by_another_tool_is_taken_and_adopted() -> None:
-    tree = remote.from_entries(P, [manifest_entry({}, 10), entry("x", b"put by hand", 12, flags=0)])
-    assert tree.files == {"x": info(b"put by hand")}
-    assert tree.adopt == {"x"}
-    assert tree.values == {"x": b"put by hand"}
+def test_a_value_written_after_the_commit_by_another_tool_is_taken_and_adopted() -> None:
+    files = {"a": info(b"1", 0o755)}
+    entries = [entry("a", b"put by hand", 12, flags=0), entry("x", b"new", 12, flags=0)]
+    tree = remote.from_entries(P, entries, head_at(files, 1, 10), files)
+    assert tree.files == {"a": info(b"put by hand", 0o755), "x": info(b"new")}
+    assert tree.adopt == {"a", "x"}
+    assert tree.values == {"a": b"put by hand", "x": b"new"}
 
 
-def test_a_tree_without_a_manifest_is_read_from_its_values() -> None:
-    tree = remote.from_entries(P, [entry("x", b"1", 3, flags=0), entry("y", b"2", 4)])
-    assert tree.committed_index == 0
+def test_a_tree_without_a_head_is_read_from_its_values() -> None:
+    tree = remote.from_entries(P, [entry("x", b"1", 3, flags=0), entry("y", b"2", 4)], None, {})
+    assert tree.commit_index == 0
     assert tree.files == {"x": info(b"1"), "y": info(b"2")}
     assert tree.adopt == {"x"}
 
 
-def test_unsafe_and_internal_keys_are_never_files() -> None:
+def test_a_first_format_tree_is_read_with_its_manifest() -> None:
+    files = {"a": info(b"1", 0o700)}
+    value = manifest.pack(
+        {"format": manifest.LEGACY_FORMAT, **columns.encode(files, manifest.FILE_COLUMNS)},
+        "manifest",
+        1 << 20,
+    )
+    legacy = KVEntry(f"{P}/.fileconsul/manifest", value, hash_to_flags(content_hash(value)), 5)
+    half = entry("b", b"half", 6)  # a first-format push that had not committed
+    tree = remote.from_entries(P, [legacy, entry("a", b"1", 5), half], None, {})
+    assert tree.files == files
+    assert tree.legacy_index == 5
+    assert tree.uncommitted == ["b"]
+
+
+def test_a_prefix_whose_files_are_all_gone_is_wiped() -> None:
+    files = {"a": info(b"1")}
+    assert remote.from_entries(P, [], head_at(files, 1, 10), files).wiped
+    assert not remote.from_entries(P, [entry("a", b"1", 9)], head_at(files, 1, 10), files).wiped
+
+
+def test_unsafe_and_reserved_keys_are_never_files() -> None:
     entries = [
         KVEntry(f"{P}/", b"folder", 0, 1),
         KVEntry(f"{P}/a/../b", b"x", 0, 1),
-        KVEntry(f"{P}/.fileconsul/other", b"x", 0, 1),
+        KVEntry(f"{P}/.fileconsul-tmp-x", b"x", 0, 1),
+        KVEntry(f"{P}/sub.fileconsul/head", b"x", 0, 1),
         entry("ok", b"fine", 1),
     ]
-    tree = remote.from_entries(P, entries)
+    tree = remote.from_entries(P, entries, None, {})
     assert tree.files == {"ok": info(b"fine")}
-    assert tree.unsafe == [(f"{P}/", "a key equal to the prefix"), (f"{P}/a/../b", "'..' segment")]
-
-
-def test_a_corrupt_manifest_is_a_warning_and_the_values_are_read() -> None:
-    bad = KVEntry(manifest_key(P), b"not zlib", 1, 5)
-    tree = remote.from_entries(P, [bad, entry("a", b"1", 4)])
-    assert tree.files == {"a": info(b"1")}
-    assert tree.committed_index == 0
-    assert "is corrupt" in tree.warnings[0]
+    assert [key for key, _ in tree.unsafe] == [
+        f"{P}/",
+        f"{P}/a/../b",
+        f"{P}/.fileconsul-tmp-x",
+        f"{P}/sub.fileconsul/head",
+    ]
+    assert "another fileconsul tree" in tree.unsafe[3][1]
 
 
 # -- the column codec and the local record ----------------------------------------------------

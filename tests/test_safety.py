@@ -119,25 +119,23 @@ def test_a_key_equal_to_the_prefix_is_skipped(node: Node, kv: KV) -> None:
     assert node.files() == {"ok": b"ok"}
 
 
-def test_a_manifest_with_a_wrong_hash_is_caught_before_anything_is_written(
+def test_a_committed_value_that_does_not_match_its_hash_is_never_written(
     make_node: Any, kv: KV
 ) -> None:
     import json
-    import zlib
 
     a, b = make_node("a"), make_node("b")
     a.write("f", "good")
     a.write("g", "fine")
     assert a.run("push").exit_code == 0
-    # Rewrite value and manifest together, the manifest claiming a hash the value lacks.
-    manifest = json.loads(
-        zlib.decompress(kv.tree(a.prefix)[f"{a.prefix}/.fileconsul/manifest"]["value"])
-    )
-    at = 16 * manifest["paths"].index("f")
-    wrong = xxhash.xxh3_64_hexdigest(b"something else")
-    manifest["hashes"] = manifest["hashes"][:at] + wrong + manifest["hashes"][at + 16 :]
-    value = zlib.compress(json.dumps(manifest).encode())
-    kv.txn_set({f"{a.prefix}/.fileconsul/manifest": value}, flags=xxhash.xxh3_64_intdigest(value))
+    # The value replaced, and the head rewritten in the same transaction (same tree, another
+    # message), so that the bad value counts as committed.
+    head = kv.head(a.prefix)
+    head["message"] = "tampered"
+    del head["index"]
+    value = json.dumps(head).encode()
+    kv.txn_set({f"{a.prefix}/f": b"evil"}, flags=xxhash.xxh3_64_intdigest(b"good"))
+    kv.txn_set({f"{a.prefix}.fileconsul/head": value}, flags=xxhash.xxh3_64_intdigest(value))
     result = b.run("pull")
     assert result.exit_code == 7, result.output
     assert "never matched its hash" in result.stderr
@@ -148,7 +146,7 @@ def test_a_corrupt_manifest_is_reported_and_the_values_read_instead(make_node: A
     a, b = make_node("a"), make_node("b")
     a.write("f", "good")
     assert a.run("push").exit_code == 0
-    kv.txn_set({f"{a.prefix}/.fileconsul/manifest": b"\x78\x9c truncated"}, flags=1)
+    kv.txn_set({f"{a.prefix}.fileconsul/manifests/0000000001": b"\x78\x9c truncated"})
     result = b.run("pull")
     assert result.exit_code == 0, result.output
     assert "manifest" in result.stderr
@@ -158,6 +156,10 @@ def test_a_corrupt_manifest_is_reported_and_the_values_read_instead(make_node: A
     assert a.run("push").exit_code == 0
     assert b.run("pull").exit_code == 0
     assert b.files() == {"f": b"good", "g": b"more"}
+    c = make_node("c")
+    result = c.run("pull")
+    assert "corrupt" not in result.stderr
+    assert c.files() == b.files()
 
 
 def without_root_privileges(args: list[str]) -> list[str]:
@@ -186,7 +188,9 @@ def test_a_local_name_that_cannot_be_a_key_refuses_the_push(node: Node, kv: KV) 
     (node.root / "bad\\name").write_text("b")
     result = node.run("push")
     assert result.exit_code == 5
-    assert "cannot be a Consul key" in result.stderr
+    assert (
+        "file names that cannot be Consul keys: 'bad\\\\name' (backslash in name)" in result.stderr
+    )
     assert kv.files(node.prefix) == {}
 
 

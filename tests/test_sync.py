@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
+import sys
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,6 @@ import xxhash
 
 from fileconsul.keys import lock_key
 from tests.conftest import KV, Node, RecordingTransport, is_write_txn, library_run
-
-
-def manifest_of(kv: KV, prefix: str) -> dict[str, Any]:
-    entry = kv.tree(prefix)[f"{prefix}/.fileconsul/manifest"]
-    data: dict[str, Any] = json.loads(zlib.decompress(entry["value"]))
-    return data
 
 
 def test_push_then_pull_round_trips_bytes_and_the_executable_bit(make_node: Any, kv: KV) -> None:
@@ -54,16 +49,16 @@ def test_manifest_lists_hash_size_and_mode_and_is_written_with_the_files(
     node.write("run.sh", "echo\n", 0o755)
     assert node.run("push").exit_code == 0
     tree = kv.tree(node.prefix)
-    manifest = manifest_of(kv, node.prefix)
+    manifest = kv.manifest(node.prefix)
+    assert manifest["revision"] == 1
     assert manifest["paths"] == ["run.sh"]
     assert manifest["hashes"] == xxhash.xxh3_64_hexdigest(b"echo\n")
     assert manifest["sizes"] == [5]
     assert manifest["modes"] == [0o755]
-    # One transaction: the file and the manifest share one ModifyIndex.
-    assert (
-        tree[f"{node.prefix}/run.sh"]["index"]
-        == tree[f"{node.prefix}/.fileconsul/manifest"]["index"]
-    )
+    # One transaction: the file and the head that commits it share one ModifyIndex.
+    assert tree[f"{node.prefix}/run.sh"]["index"] == kv.head(node.prefix)["index"]
+    # Nothing but files under the prefix.
+    assert sorted(tree) == [f"{node.prefix}/run.sh"]
 
 
 def test_consul_kv_get_reads_the_value_as_it_is(node: Node, consul_bin: str, agent: Any) -> None:
@@ -181,7 +176,7 @@ def test_pushes_from_two_nodes_merge_when_they_touch_different_files(
     assert a.run("push").exit_code == 0
     assert b.run("push").exit_code == 0
     assert kv.files(a.prefix) == {"one": b"1", "two": b"2", "three": b"3"}
-    assert manifest_of(kv, a.prefix)["paths"] == ["one", "three", "two"]
+    assert kv.manifest(a.prefix)["paths"] == ["one", "three", "two"]
     assert a.run("pull").exit_code == 0
     assert b.run("pull").exit_code == 0
     assert a.files() == b.files() == kv.files(a.prefix)
@@ -215,32 +210,34 @@ def test_a_push_overtaken_before_its_commit_loses_the_check_and_set_and_plans_ag
     assert 409 in transport.statuses
     assert seen[1] == {"f": b"1", "g": b"from b"}  # nothing of a's refused transaction landed
     assert kv.files(a.prefix) == {"f": b"from a", "g": b"from b"}
-    assert manifest_of(kv, a.prefix)["paths"] == ["f", "g"]
+    assert kv.manifest(a.prefix)["paths"] == ["f", "g"]
     assert outcome.left_to_pull == 1
     assert a.run("pull").exit_code == 0
     assert a.files() == {"f": b"from a", "g": b"from b"}
 
 
-def test_up_to_62_files_are_one_transaction_with_the_manifest_and_no_lock(
+def test_a_push_of_up_to_59_keys_is_one_transaction_with_its_commit_and_no_lock(
     node: Node, kv: KV
 ) -> None:
     from fileconsul import sync
 
-    for i in range(62):
+    node.write("seed", "an earlier push\n")
+    assert node.run("push").exit_code == 0
+    for i in range(59):
         node.write(f"d{i % 7}/f{i}", f"content {i}\n")
     transport = RecordingTransport()
     run = library_run(node, transport)
     outcome = sync.push(run)
     run.client.close()
-    assert len(outcome.actions) == 62
-    writes = [t for t in transport.txns() if any(op["KV"]["Verb"] != "get-tree" for op in t)]
+    assert len(outcome.actions) == 59
+    writes = [t for t in transport.txns() if any(op["KV"]["Verb"] == "set" for op in t)]
     assert len(writes) == 1
     assert len(writes[0]) == 64
-    assert writes[0][0]["KV"] == {"Verb": "check-not-exists", "Key": f"{node.prefix}.lock"}
-    assert writes[0][-1]["KV"]["Key"] == f"{node.prefix}/.fileconsul/manifest"
+    assert writes[0][0]["KV"] == {"Verb": "check-not-exists", "Key": lock_key(node.prefix)}
+    assert writes[0][-1]["KV"]["Key"] == f"{node.prefix}.fileconsul/head"
     assert writes[0][-1]["KV"]["Verb"] == "cas"
     assert not [p for _, p, _ in transport.requests if p.startswith("/v1/session/")]
-    assert len(kv.files(node.prefix)) == 62
+    assert len(kv.files(node.prefix)) == 60
 
 
 def test_more_than_62_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> None:
@@ -266,7 +263,15 @@ def test_more_than_62_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> 
     writes = [t for t in transport.txns() if any(op["KV"]["Verb"] == "set" for op in t)]
     assert len(writes) >= 5
     assert all(len(t) <= 64 for t in writes)
-    assert all(t[0]["KV"]["Verb"] == "check-index" for t in writes)
+    assert all(
+        t[0]["KV"]
+        == {
+            "Verb": "check-index",
+            "Key": f"{node.prefix}.fileconsul/head",
+            "Index": t[0]["KV"]["Index"],
+        }
+        for t in writes
+    )
     assert acquire < min(txn_positions)
     assert max(txn_positions) < destroy
     assert len(kv.files(node.prefix)) == 301
@@ -302,7 +307,7 @@ def test_a_push_that_another_push_overtakes_before_its_lock_plans_again(
     files = kv.files(a.prefix)
     assert len(files) == 72
     assert files["from-b"] == b"b\n"
-    assert manifest_of(kv, a.prefix)["paths"] == sorted(files)
+    assert kv.manifest(a.prefix)["paths"] == sorted(files)
     assert a.run("pull").exit_code == 0
     assert a.files() == files
 
@@ -323,26 +328,72 @@ def test_a_held_lock_makes_push_wait_and_then_exit_4(node: Node, kv: KV, agent: 
     assert node.run("push").exit_code == 0
 
 
-def test_a_pull_never_applies_a_half_written_push(make_node: Any, kv: KV, agent: Any) -> None:
+def crash_push(node: Node, before_batch: int) -> None:
+    """Run a push of `node` that dies just before its `before_batch`th batch of files."""
+    args = [sys.executable, "-m", "tests.crash", node.addr, node.prefix, str(node.root)]
+    done = subprocess.run([*args, str(before_batch)], capture_output=True, text=True, check=False)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+
+
+def test_a_push_that_died_midway_is_ignored_by_pulls_and_undone_by_the_next_push(
+    make_node: Any, kv: KV
+) -> None:
+    a, b, c = make_node("a"), make_node("b"), make_node("c")
+    committed = {f"d/f{i:03}": f"committed {i}\n".encode() * 200 for i in range(150)}
+    for rel, data in committed.items():
+        a.write(rel, data)
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    for rel in committed:
+        a.write(rel, rel.encode() + b" changed\n" * 300)
+    a.write("added", "new file\n")
+    # Dies once its kept contents, its record and two batches of files were written.
+    crash_push(a, before_batch=3)
+    raw = kv.files(a.prefix)
+    changed = [rel for rel in committed if raw[rel] != committed[rel]]
+    assert 0 < len(changed) < len(committed)  # raw readers see a mixed tree meanwhile
+    result = b.run("pull")
+    assert result.exit_code == 0, result.output
+    assert b.files() == committed
+    assert "Already up-to-date." in result.stdout
+    assert "written by a push from crashing-node" in result.stderr
+    assert "never committed (revision 2)" in result.stderr
+    # Another node's push undoes the dead push first, then commits its own change.
+    assert c.run("pull").exit_code == 0
+    c.write("from-c", "c\n")
+    result = c.run("push")
+    assert result.exit_code == 0, result.output
+    assert kv.files(a.prefix) == {**committed, "from-c": b"c\n"}
+    assert kv.head(a.prefix)["revision"] == 2
+    assert not [k for k in kv.meta(a.prefix) if "/blobs/0000000002/" in k]
+    # a's own push goes through the second time, on top of c's.
+    assert a.run("push").exit_code == 0
+    assert a.run("pull").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    assert b.files() == a.files() == kv.files(a.prefix)
+    assert kv.files(a.prefix)["added"] == b"new file\n"
+    assert kv.head(a.prefix)["revision"] == 3
+
+
+def test_a_pull_waits_for_a_push_under_way(make_node: Any, kv: KV, agent: Any) -> None:
     import httpx
 
     a, b = make_node("a"), make_node("b")
     a.write("f", "committed")
     assert a.run("push").exit_code == 0
-    # A multi-batch push in progress: the lock is held and a first batch is written.
+    # Someone else holds the push lock and has written a value after the commit.
     session = httpx.put(f"{agent.url}/v1/session/create", json={"TTL": "30s"}).json()["ID"]
     kv.put(lock_key(a.prefix), b"pusher", acquire=session)
-    half = b"half-written"
-    kv.txn_set({f"{a.prefix}/new": half}, flags=xxhash.xxh3_64_intdigest(half))
+    kv.txn_set({f"{a.prefix}/new": b"half-written"})
     result = b.run("pull", "--lock-wait", "0.5")
     assert result.exit_code == 4
+    assert "held" in result.stderr
     assert b.files() == {}
     httpx.put(f"{agent.url}/v1/session/destroy/{session}")
-    # The pusher died: its batch never committed, so a pull ignores it.
+    # The lock is free and no push left a record: the value is another tool's, and pulled.
     result = b.run("pull")
     assert result.exit_code == 0, result.output
-    assert b.files() == {"f": b"committed"}
-    assert "interrupted push" in result.stderr
+    assert b.files() == {"f": b"committed", "new": b"half-written"}
 
 
 def test_a_value_at_the_limit_round_trips_and_one_byte_more_is_refused_whole(
@@ -362,7 +413,7 @@ def test_a_value_at_the_limit_round_trips_and_one_byte_more_is_refused_whole(
     a.write("too-big", os.urandom(512 * 1024 + 1))
     result = a.run("push")
     assert result.exit_code == 5
-    assert "too-big is 524289 bytes, over Consul's 524288-byte value limit" in result.stderr
+    assert "files over Consul's 524288-byte value limit: too-big is 524289 bytes" in result.stderr
     assert kv.tree(a.prefix) == before
 
 
@@ -388,7 +439,7 @@ def test_a_tree_written_with_consul_kv_put_is_seen_pulled_and_adopted(
     assert b.run("push").exit_code == 0
     tree = kv.tree(a.prefix)
     assert tree[f"{a.prefix}/app/a.conf"]["flags"] == xxhash.xxh3_64_intdigest(b"a=1\n")
-    assert manifest_of(kv, a.prefix)["paths"] == ["app/a.conf", "app/b.conf", "app/c.conf"]
+    assert kv.manifest(a.prefix)["paths"] == ["app/a.conf", "app/b.conf", "app/c.conf"]
     # A later out-of-band edit is seen too.
     subprocess.run(
         [consul_bin, "kv", "put", f"-http-addr={agent.addr}", f"{a.prefix}/app/a.conf", "a=9\n"],
@@ -466,7 +517,7 @@ def test_a_record_of_the_first_format_is_still_read(make_node: Any, kv: KV) -> N
     assert result.stdout == "Everything up-to-date.\n"
     a.write("f", "changed")
     assert a.run("push").exit_code == 0
-    assert json.loads(path.read_bytes())["format"] == 2
+    assert json.loads(path.read_bytes())["format"] == 3
     assert kv.files(a.prefix)["f"] == b"changed"
 
 

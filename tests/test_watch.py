@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -261,7 +262,7 @@ def consul_watch_args(consul_bin: str, node: Node, kind: str, *extra: str) -> li
     if kind == "keyprefix":
         target = ["-type", "keyprefix", "-prefix", f"{node.prefix}/"]
     else:
-        target = ["-type", "key", "-key", f"{node.prefix}/.fileconsul/manifest"]
+        target = ["-type", "key", "-key", f"{node.prefix}.fileconsul/head"]
     return [consul_bin, "watch", f"-http-addr={node.addr}", *target, handler]
 
 
@@ -291,28 +292,47 @@ def test_consul_watch_runs_pull_as_its_handler(kind: str, consul_bin: str, make_
     assert b.files() == {"conf/one": b"3", "conf/two": b"2", "conf/three": b"3"}
 
 
-def test_handler_uses_the_keyprefix_payload_without_reading_consul(make_node: Any, kv: KV) -> None:
-    a, b = make_node("a"), make_node("b")
-    a.write("f", "from payload")
+def keyprefix_payload(kv: KV, prefix: str) -> str:
+    """What `consul watch -type keyprefix` hands its handler for the tree as it is now."""
+    return json.dumps(
+        [
+            {
+                "Key": key,
+                "Value": base64.b64encode(e["value"]).decode(),
+                "Flags": e["flags"],
+                "ModifyIndex": e["index"],
+                "CreateIndex": 1,
+                "LockIndex": 0,
+                "Session": "",
+            }
+            for key, e in kv.tree(prefix).items()
+        ]
+    )
+
+
+def received(result: Any) -> int:
+    """The bytes received from Consul, from the -v line."""
+    line = next(line for line in result.stderr.splitlines() if "bytes received" in line)
+    return int(line.split(",")[1].split()[0])
+
+
+def test_handler_takes_committed_values_from_the_keyprefix_payload(make_node: Any, kv: KV) -> None:
+    a, b, c = make_node("a"), make_node("b"), make_node("c")
+    big = os.urandom(200_000)
+    a.write("f", big)
     assert a.run("push").exit_code == 0
-    tree = [
-        {
-            "Key": key,
-            "Value": __import__("base64").b64encode(e["value"]).decode(),
-            "Flags": e["flags"],
-            "ModifyIndex": e["index"],
-            "CreateIndex": 1,
-            "LockIndex": 0,
-            "Session": "",
-        }
-        for key, e in kv.tree(a.prefix).items()
-    ]
-    # The payload says what the tree is, even though Consul has moved on since.
+    payload = keyprefix_payload(kv, a.prefix)
+    env = {"CONSUL_INDEX": "7"}
+    result = b.run("pull", "--no-report", "-v", input=payload, env=env)
+    assert result.exit_code == 0, result.output
+    assert b.read("f") == big
+    assert received(result) < 20_000  # the value came with the payload, not from Consul
+    # A payload older than the head: its value is no longer the committed one.
     a.write("f", "newer")
     assert a.run("push").exit_code == 0
-    result = b.run("pull", "--no-report", input=json.dumps(tree), env={"CONSUL_INDEX": "7"})
+    result = c.run("pull", "--no-report", input=payload, env=env)
     assert result.exit_code == 0, result.output
-    assert b.read("f") == b"from payload"
+    assert c.read("f") == b"newer"
 
 
 @pytest.mark.parametrize("payload", ["{not json", '"a string"', '[{"NoKey": 1}]', "[1, 2]"])
