@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -273,6 +273,65 @@ def _read_contents(run: Run, tree: RemoteTree, changes: list[Change]) -> dict[st
             if value is not None and content_hash(value) == digest_:
                 found[digest_] = value
     return found
+
+
+# -- committing -------------------------------------------------------------------------------
+
+
+def commit(
+    run: Run,
+    prepared: Prepared,
+    replan: Callable[[RemoteTree], Prepared] | None,
+    label: str,
+) -> tuple[Prepared, Head]:
+    """Commit `prepared`: as one transaction when it is small, else under the lock. Under the
+    lock, a push that died without committing is undone first, and when the tree moved since
+    `prepared` was planned, `replan` plans again on it (without one: ConflictError). What was
+    committed, and its head."""
+    head = write_unlocked(run, prepared) if prepared.single else None
+    if head is not None:
+        return prepared, head
+    with push_lock(run) as lease:
+        fresh = _read_locked(run, prepared.tree, lease.session)
+        if not _plans_like(fresh, prepared.tree):
+            if replan is None:
+                raise ConflictError(
+                    f"the tree moved to revision {fresh.revision} since revision "
+                    f"{prepared.tree.revision} was read; nothing was committed (look again, "
+                    "then run the command again)"
+                )
+            prepared = replan(fresh)
+        with run.progress(label, len(prepared.files)) as step:
+            return prepared, write_locked(run, lease, prepared, step)
+
+
+def _read_locked(run: Run, tree: RemoteTree, session: str) -> RemoteTree:
+    """The tree as it stands under the lock, once any push that died without committing has
+    been undone from its record."""
+    while True:
+        fresh = remote.read(
+            run.client,
+            run.prefix,
+            known=tree.remote_state,
+            known_revision=tree.revision,
+            lock_wait=run.lock_wait,
+            session=session,
+        )
+        entry, _ = run.client.get(log_key(run.prefix, fresh.revision + 1))
+        if entry is None:
+            return fresh
+        journal = history.Commit.decode(entry.value, fresh.revision + 1)
+        repair(run, run.prefix, journal, head_check(fresh))
+
+
+def _plans_like(fresh: RemoteTree, tree: RemoteTree) -> bool:
+    """Whether a commit planned on `tree` plans the same on `fresh`."""
+    return (
+        fresh.commit_index == tree.commit_index
+        and fresh.files == tree.files
+        and fresh.adopt == tree.adopt
+        and fresh.uncommitted == tree.uncommitted
+    )
 
 
 # -- the small commit: one transaction --------------------------------------------------------

@@ -3,7 +3,6 @@ planner, and the apply (local) or publish (remote) step."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from fileconsul import apply, fleet, history, publish, remote, scan, state
 from fileconsul.consul import KVEntry
 from fileconsul.errors import ConflictError, InvalidInput
 from fileconsul.fileinfo import FileInfo, Files, content_hash
-from fileconsul.keys import file_key, log_key
+from fileconsul.keys import file_key
 from fileconsul.plan import Action, Plan, check_deletes, plan
 from fileconsul.remote import RemoteTree
 from fileconsul.run import Run
@@ -60,10 +59,22 @@ class Status:
     scan: scan.Scan
     record: state.Record
     sides: Sides
+    #: What a push or pull would refuse, each said once.
+    refusals: list[str] = field(default_factory=list)
 
     @property
     def in_sync(self) -> bool:
-        return self.plan.in_sync and not self.sides.gone
+        return self.plan.in_sync and not self.sides.gone and not self.refusals
+
+    @property
+    def exit_code(self) -> int:
+        """5 when a push or pull would refuse something, 4 on a conflict (a person must
+        decide), 1 when there is something to push or pull, 0 in sync."""
+        if self.refusals:
+            return InvalidInput.exit_code
+        if self.plan.conflicts:
+            return ConflictError.exit_code
+        return 0 if self.in_sync else 1
 
     @property
     def warnings(self) -> list[str]:
@@ -135,7 +146,34 @@ def status(run: Run) -> Status:
             state.save_cache(root, record)
     seen = sides(local, record, tree)
     planned = plan(seen.local, seen.base, seen.remote)
-    return Status(run.prefix, planned, tree, local, record, seen)
+    result = Status(run.prefix, planned, tree, local, record, seen)
+    result.refusals = _refusals(run, result)
+    return result
+
+
+def _refusals(run: Run, status: Status) -> list[str]:
+    """Everything a push or pull would refuse: names that cannot be keys (here and in
+    Consul), files over the value limit, deletions over the cap; each once."""
+    found = [f"local file {path!r}: {why}" for path, why in status.scan.unsafe]
+    found += [f"key {key!r} in Consul: {why}" for key, why in status.remote.unsafe]
+    pushes = status.plan.pushes(force=False)
+    if any(a.target is not None for a in pushes):
+        limit = run.client.max_value_size()
+        found += [
+            f"{a.path} is {a.target.size} bytes, over Consul's {limit}-byte value limit"
+            for a in pushes
+            if a.target is not None and a.target.size > limit
+        ]
+    seen = status.sides
+    for actions, tracked, side in (
+        (pushes, len(seen.remote), "in Consul"),
+        (status.plan.pulls(force=False), len(seen.local), "locally"),
+    ):
+        try:
+            check_deletes(actions, tracked, max_delete=None, force=False, side=side)
+        except InvalidInput as exc:
+            found.append(str(exc).split("; ")[0])
+    return list(dict.fromkeys(found))
 
 
 def _scan_and_read(
@@ -217,7 +255,6 @@ def push(run: Run, options: PushOptions | None = None) -> Outcome:
         record = state.load(root, run.prefix)
         local, tree = _scan_and_read(run, record, push=True)
         refuse_unsafe_names(local)
-
         planned = _plan_push(local, record, tree, options)
         warnings = _push_warnings(local, planned)
         if options.dry_run:
@@ -227,20 +264,14 @@ def push(run: Run, options: PushOptions | None = None) -> Outcome:
             limit = run.client.max_value_size()
             refuse_too_large(planned.actions, limit)
 
-            def prepare(planned: _Planned) -> publish.Prepared:
+            def plan_on(fresh: RemoteTree) -> publish.Prepared:
+                nonlocal planned
+                planned = _plan_push(local, record, fresh, options)
                 return _prepare(run, planned, local.contents, limit, options)
 
-            def plan_on(tree: RemoteTree) -> tuple[_Planned, publish.Prepared]:
-                replanned = _plan_push(local, record, tree, options)
-                return replanned, prepare(replanned)
-
-            prepared = prepare(planned)
-            head = publish.write_unlocked(run, prepared) if prepared.single else None
-            if head is None:
-                planned, prepared, head = _push_locked(run, planned, prepared, plan_on)
+            first = _prepare(run, planned, local.contents, limit, options)
+            prepared, head = publish.commit(run, first, plan_on, "pushing")
             tree = _committed(planned.tree, head, prepared.after)
-        else:
-            tree = planned.tree
         _synced(record, planned.plan, planned.actions, tree, planned.sides)
         record.hash_cache = local.hash_cache
         state.save(root, record)
@@ -312,53 +343,6 @@ def _prepare(
         node=fleet.node_name(run.client, options.node),
         message=options.message,
         keep=keep,
-    )
-
-
-def _push_locked(
-    run: Run,
-    planned: _Planned,
-    prepared: publish.Prepared,
-    plan_on: Callable[[RemoteTree], tuple[_Planned, publish.Prepared]],
-) -> tuple[_Planned, publish.Prepared, history.Head]:
-    """Take the lock; undo a push that died without committing; plan again when the tree
-    moved meanwhile; write. What was written and the head it committed."""
-    with publish.push_lock(run) as lease:
-        fresh = _read_locked(run, planned.tree, lease.session)
-        if not _plans_like(fresh, planned.tree):
-            planned, prepared = plan_on(fresh)
-        with run.progress("pushing", len(prepared.files)) as step:
-            head = publish.write_locked(run, lease, prepared, step)
-        return planned, prepared, head
-
-
-def _read_locked(run: Run, tree: RemoteTree, session: str) -> RemoteTree:
-    """The tree as it stands under the lock, once any push that died without committing has
-    been undone from its record."""
-    known = tree.remote_state
-    while True:
-        fresh = remote.read(
-            run.client,
-            run.prefix,
-            known=known,
-            known_revision=tree.revision,
-            lock_wait=run.lock_wait,
-            session=session,
-        )
-        entry, _ = run.client.get(log_key(run.prefix, fresh.revision + 1))
-        if entry is None:
-            return fresh
-        journal = history.Commit.decode(entry.value, fresh.revision + 1)
-        publish.repair(run, run.prefix, journal, publish.head_check(fresh))
-
-
-def _plans_like(fresh: RemoteTree, tree: RemoteTree) -> bool:
-    """Whether a push planned on `tree` plans the same on `fresh`."""
-    return (
-        fresh.commit_index == tree.commit_index
-        and fresh.files == tree.files
-        and fresh.adopt == tree.adopt
-        and fresh.uncommitted == tree.uncommitted
     )
 
 

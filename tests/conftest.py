@@ -169,6 +169,18 @@ class KV:
         head["index"] = entry["index"]
         return head
 
+    def rewrite_head(self, prefix: str, **fields: Any) -> None:
+        """Rewrite the head with some fields changed (its hash in its Flags, as fileconsul
+        writes it): what a tampering or a newer writer would leave."""
+        import json
+
+        import xxhash
+
+        head = self.head(prefix)
+        del head["index"]
+        value = json.dumps({**head, **fields}).encode()
+        self.txn_set({f"{prefix}.fileconsul/head": value}, xxhash.xxh3_64_intdigest(value))
+
     def manifest(self, prefix: str) -> dict[str, Any]:
         """The head revision's manifest, decoded."""
         import json

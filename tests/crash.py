@@ -1,7 +1,8 @@
-"""A fileconsul push that dies (SIGKILL, no clean-up) just before its Nth transaction that
-writes files reaches Consul, once the ones before it have landed: what a crash leaves behind.
+"""A fileconsul push or rollback that dies (SIGKILL, no clean-up) just before its Nth
+transaction that writes files reaches Consul, once the ones before it have landed: what a crash
+leaves behind.
 
-    python -m tests.crash ADDR PREFIX BASEPATH N
+    python -m tests.crash ADDR PREFIX BASEPATH N [ROLLBACK-TO]
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from fileconsul import config, sync
+from fileconsul import config, revisions, sync
 from fileconsul.consul import ConsulClient
 from fileconsul.run import Run
 from tests.conftest import is_write_txn
@@ -52,7 +53,12 @@ def main() -> None:
     addr, prefix, basepath, count = sys.argv[1:5]
     settings = config.settings(addr=addr, prefix=prefix, basepath=Path(basepath), env={})
     client = ConsulClient(settings.consul, transport=Crashing(prefix, int(count)))
-    sync.push(Run(settings, client), sync.PushOptions(node="crashing-node"))
+    run = Run(settings, client)
+    if len(sys.argv) > 5:
+        options = revisions.RollbackOptions(node="crashing-node", force=True)
+        revisions.rollback(run, int(sys.argv[5]), options)
+    else:
+        sync.push(run, sync.PushOptions(node="crashing-node"))
     sys.exit(f"the push ended before its file transaction number {count}")
 
 

@@ -24,7 +24,8 @@ DOCS = [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs"
 
 
 def section(text: str, title: str) -> str:
-    start = text.index(f"\n## {title}\n")
+    """The level-2 section whose heading starts with `title`."""
+    start = text.index(f"\n## {title}")
     end = text.find("\n## ", start + 1)
     return text[start : end if end != -1 else None]
 
@@ -38,7 +39,7 @@ def commands() -> list[tuple[str, click.Command]]:
 def test_every_command_and_option_has_help_and_is_in_the_reference(
     name: str, command: click.Command
 ) -> None:
-    reference = section(REFERENCE, f"`fileconsul {name}`") + section(REFERENCE, "Every command")
+    reference = section(REFERENCE, f"`fileconsul {name}") + section(REFERENCE, "Every command")
     assert command.help, f"{name} has no help text"
     assert "Examples:" in command.help, f"{name} --help shows no example"
     for param in command.params:

@@ -253,11 +253,11 @@ def test_status_text_lists_each_direction_and_the_conflicts() -> None:
         '  (use "fileconsul pull" to apply these locally)',
         "    added:      r",
         "Conflicts:",
-        "  (changed on both sides: merge by hand, or keep one side with",
-        '   "fileconsul push --force" (local) or "fileconsul pull --force" (remote))',
+        '  (changed on both sides: see them with "fileconsul diff"; merge by hand, or keep',
+        '   one side with "fileconsul push --force" (local) or "fileconsul pull --force")',
         "    c (local modified, remote modified)",
     ]
-    report = render.status_json("p", plan(local, base, remote_files))
+    report = render.status_json("p", plan(local, base, remote_files), revision=1, head=2)
     assert json.loads(json.dumps(report))["conflicts"] == [
         {"path": "c", "local": "modified", "remote": "modified"}
     ]

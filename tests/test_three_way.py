@@ -32,13 +32,17 @@ def in_consul(kv: KV, prefix: str) -> bytes | None:
 
 def arrange(row: Row, make_node: Any) -> tuple[Node, Node]:
     subject, other = make_node("subject"), make_node("other")
+    # A second file, the same everywhere: deleting "f" is then within the delete cap.
+    other.write("keep", "the same everywhere\n")
+    assert other.run("push").exit_code == 0
+    assert subject.run("pull").exit_code == 0
     if row.base is not None:
         set_state(other, row.base)
         assert other.run("push").exit_code == 0
         assert subject.run("pull").exit_code == 0
     if row.remote != row.base:
         set_state(other, row.remote)
-        result = other.run("push", "--max-delete", "1")
+        result = other.run("push")
         assert result.exit_code == 0, result.output
     if row.local != row.base:
         set_state(subject, row.local)
@@ -54,18 +58,18 @@ def test_status_push_and_pull_follow_the_table(row: Row, make_node: Any, kv: KV)
     if kind == "push":
         assert report["push"] == [{"path": "f", "change": change}]
         assert result.exit_code == 1
-        assert subject.run("push", "--max-delete", "1").exit_code == 0
+        assert subject.run("push").exit_code == 0
         expected = row.local[0].encode() if row.local else None
         assert in_consul(kv, subject.prefix) == expected
     elif kind == "pull":
         assert report["pull"] == [{"path": "f", "change": change}]
         assert result.exit_code == 1
-        assert subject.run("pull", "--max-delete", "1").exit_code == 0
+        assert subject.run("pull").exit_code == 0
         assert on_disk(subject) == row.remote
     elif kind == "conflict":
         local, remote = change.split("/")
         assert report["conflicts"] == [{"path": "f", "local": local, "remote": remote}]
-        assert result.exit_code == 1
+        assert result.exit_code == 4
         before = in_consul(kv, subject.prefix)
         assert subject.run("push").exit_code == 4
         assert subject.run("pull").exit_code == 4
@@ -73,12 +77,16 @@ def test_status_push_and_pull_follow_the_table(row: Row, make_node: Any, kv: KV)
         assert in_consul(kv, subject.prefix) == before
     else:
         assert report["in_sync"] is True
+        # A change made on both sides is in sync before this node records the new revision.
+        assert report.pop("revision") <= report["head"]
         assert report == {
             "prefix": subject.prefix,
             "in_sync": True,
+            "head": report["head"],
             "push": [],
             "pull": [],
             "conflicts": [],
+            "refused": [],
         }
         assert result.exit_code == 0
     # Whatever the row, a push and a pull never leave a change silently dropped.

@@ -1,0 +1,15 @@
+"""The command line: click commands that build settings, run the library and render results.
+Only this package prints; the library raises errors that carry their exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+from fileconsul.cli import history_commands, sync_commands
+from fileconsul.cli.base import cli
+
+__all__ = ["cli", "history_commands", "main", "sync_commands"]
+
+
+def main() -> None:
+    sys.exit(cli.main(prog_name="fileconsul"))

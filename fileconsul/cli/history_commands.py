@@ -1,0 +1,173 @@
+"""log, show, diff and rollback: the tree's history."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+from fileconsul import diffs, render, revisions
+from fileconsul.cli.base import (
+    DRY_RUN,
+    JSON,
+    MAX_DELETE,
+    MESSAGE,
+    NODE,
+    cli,
+    common_options,
+    open_run,
+)
+from fileconsul.cli.sync_commands import FORCE, _print_outcome
+from fileconsul.errors import EXIT_CHANGES, UsageError
+
+_REVISION = re.compile(r"r?([0-9]+)")
+
+
+def _revision(text: str) -> int:
+    match = _REVISION.fullmatch(text)
+    if match is None:
+        raise UsageError(f"{text!r} is not a revision: write it as 12 or r12")
+    return int(match.group(1))
+
+
+class Revision(click.ParamType[int, object]):
+    name = "REV"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return _revision(str(value))
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@cli.command()
+@common_options
+@click.option(
+    "-n", "limit", type=click.IntRange(min=1), metavar="N", help="Show the last N revisions."
+)
+@JSON
+@click.pass_context
+def log(ctx: click.Context, limit: int | None, as_json: bool) -> None:
+    """List the kept revisions, newest first: who, when, why, what changed.
+
+    \b
+    Examples:
+      fileconsul log -n 5
+      fileconsul log --json
+    """
+    with open_run(ctx, local=False) as (run, out):
+        history = revisions.log(run, limit)
+    head = history.head.revision if history.head else 0
+    if as_json:
+        commits = [render.commit_json(c) for c in history.commits]
+        out.json({"prefix": history.prefix, "head": head, "revisions": commits})
+    elif not history.commits:
+        out.out(f"{history.prefix} has no revision yet.")
+    else:
+        out.out(
+            "\n\n".join(render.commit_text(c, all_changes=out.verbose) for c in history.commits)
+        )
+
+
+@cli.command()
+@common_options
+@click.argument("revision", type=Revision())
+@JSON
+@click.option("--patch", is_flag=True, help="Also show the unified diff of what it changed.")
+@click.pass_context
+def show(ctx: click.Context, revision: int, as_json: bool, patch: bool) -> None:
+    """Show one revision: who made it, when, why, and every change.
+
+    \b
+    Examples:
+      fileconsul show 12
+      fileconsul show r12 --patch
+    """
+    with open_run(ctx, local=False) as (run, out):
+        _, commit = revisions.commit_of(run, revision)
+        changes = diffs.patch_of(run, revision) if patch else None
+    if as_json:
+        data = render.commit_json(commit, facts=True)
+        if changes is not None:
+            data["patch"] = render.diff_text(changes)
+        out.json(data)
+        return
+    out.out(render.commit_text(commit, all_changes=True))
+    if changes is not None:
+        click.echo("\n" + render.diff_text(changes), nl=False)
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@common_options
+@click.argument("args", nargs=-1, metavar="[REV [REV2]] [PATH...]")
+@click.pass_context
+def diff(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Show unified diffs: this node against Consul's head, against a kept revision REV, or
+    REV against REV2; only PATHs (files or directories) when given.
+
+    A revision is written 12 or r12; a path that looks like one is written ./12. Exits 0 when
+    nothing differs, 1 when something does.
+
+    \b
+    Examples:
+      fileconsul diff
+      fileconsul diff 12 conf/
+      fileconsul diff r11 r12
+    """
+    found: list[int] = []
+    for arg in args[:2]:
+        if _REVISION.fullmatch(arg) is None:
+            break
+        found.append(_revision(arg))
+    paths = [p.removeprefix("./") for p in args[len(found) :]]
+    with open_run(ctx, local=len(found) < 2) as (run, out):
+        if not found:
+            result = diffs.local_vs_head(run, paths)
+        elif len(found) == 1:
+            result = diffs.local_vs_revision(run, found[0], paths)
+        else:
+            result = diffs.between(run, found[0], found[1], paths)
+    if result.files and not out.quiet:
+        click.echo(render.diff_text(result), nl=False)
+    ctx.exit(EXIT_CHANGES if result.files else 0)
+
+
+@cli.command()
+@common_options
+@click.argument("revision", type=Revision())
+@MESSAGE
+@DRY_RUN
+@FORCE
+@MAX_DELETE
+@JSON
+@NODE
+@click.pass_context
+def rollback(
+    ctx: click.Context,
+    revision: int,
+    message: str,
+    dry_run: bool,
+    force: bool,
+    max_delete: int | None,
+    as_json: bool,
+    node: str | None,
+) -> None:
+    """Commit a new revision whose tree is exactly revision REV's.
+
+    Contents, modes, and the files REV did not have (deleted) are restored in Consul, as one
+    commit like any push; every node then pulls it as it pulls any change. This node's files
+    are not touched.
+
+    \b
+    Examples:
+      fileconsul rollback 12 --dry-run
+      fileconsul rollback r12 -m "the ntp change broke the fleet"
+    """
+    options = revisions.RollbackOptions(message, dry_run, force, max_delete, node)
+    with open_run(ctx, local=False) as (run, out):
+        outcome = revisions.rollback(run, revision, options)
+    _print_outcome(out, "push", outcome, as_json, run.prefix)

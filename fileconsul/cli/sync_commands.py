@@ -1,0 +1,338 @@
+"""status, push, pull and watch: moving files between this node and Consul."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from fileconsul import deliver, fleet, handler, history, render, sync, watch
+from fileconsul.cli.base import (
+    DRY_RUN,
+    JSON,
+    MAX_DELETE,
+    MESSAGE,
+    NODE,
+    Output,
+    cli,
+    common_options,
+    open_run,
+    stack,
+)
+from fileconsul.consul import ConsulClient
+from fileconsul.errors import EXIT_CHANGES, FileconsulError
+from fileconsul.hooks import Hooks
+from fileconsul.run import Run
+
+FORCE = click.option(
+    "--force", is_flag=True, help="Resolve conflicts for this side and lift the delete cap."
+)
+NO_REPORT = click.option(
+    "--no-report",
+    is_flag=True,
+    help="Do not write this node's fleet report (<prefix>.fileconsul/nodes/<node>).",
+)
+HOOK_OPTIONS = [
+    click.option(
+        "--exec",
+        "exec_cmd",
+        metavar="CMD",
+        help="Run CMD through the shell after changes were applied; the changed paths are in "
+        "$FILECONSUL_CHANGED and, as JSON, on its stdin.",
+    ),
+    click.option(
+        "--on-failure",
+        metavar="CMD",
+        help="Run CMD when applying or the --exec hook failed ($FILECONSUL_ERROR says why).",
+    ),
+]
+
+
+@cli.command()
+@common_options
+@JSON
+@click.option(
+    "--fleet",
+    "show_fleet",
+    is_flag=True,
+    help="List every node's last applied revision: current, lagging or failed.",
+)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
+    """Show what push and pull would change, conflicts, and what they would refuse.
+
+    Exits 0 when in sync, 1 when there is something to push or pull, 4 on a conflict, 5 when a
+    push or pull would refuse something (a name, a size, a mass delete). With --fleet, exits 1
+    when any node is not current.
+
+    \b
+    Examples:
+      fileconsul status --basepath /etc/consul-share
+      fileconsul status --fleet --json
+    """
+    if show_fleet:
+        with open_run(ctx, local=False) as (run, out):
+            revision, nodes = fleet.read(run.client, run.prefix)
+        if as_json:
+            out.json(render.fleet_json(run.prefix, revision, nodes))
+        else:
+            out.out(render.fleet_text(revision, nodes))
+        ctx.exit(0 if nodes and all(n.state == "current" for n in nodes) else EXIT_CHANGES)
+    with open_run(ctx) as (run, out):
+        result = sync.status(run)
+    for warning in result.warnings:
+        out.warn(warning)
+    out.debug("remote read from the head alone" if result.remote.fast else "remote values read")
+    where = {"revision": result.record.revision, "head": result.remote.revision}
+    if as_json:
+        out.json(render.status_json(result.prefix, result.plan, **where, refusals=result.refusals))
+    else:
+        out.out(render.status_text(result.plan, **where, refusals=result.refusals))
+    ctx.exit(result.exit_code)
+
+
+@cli.command()
+@common_options
+@MESSAGE
+@DRY_RUN
+@FORCE
+@MAX_DELETE
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Keep the last N revisions from now on, for every pusher of the prefix "
+    f"[default: as before, else {history.DEFAULT_KEEP}].",
+)
+@JSON
+@NO_REPORT
+@NODE
+@click.pass_context
+def push(
+    ctx: click.Context,
+    message: str,
+    dry_run: bool,
+    force: bool,
+    max_delete: int | None,
+    keep: int | None,
+    as_json: bool,
+    no_report: bool,
+    node: str | None,
+) -> None:
+    """Send local changes to Consul as one commit: a new revision.
+
+    When nothing is left to pull afterwards, the node's fleet report says it holds the new
+    revision.
+
+    \b
+    Examples:
+      fileconsul push --dry-run
+      fileconsul push -m "raise the ntp poll interval"
+    """
+    options = sync.PushOptions(force, dry_run, max_delete, message, keep, node)
+    with open_run(ctx) as (run, out):
+        outcome = sync.push(run, options)
+        if not no_report:
+            outcome.warnings += deliver.report_push(run, node, outcome)
+    _print_outcome(out, "push", outcome, as_json, run.prefix)
+    ctx.exit(outcome.exit_code)
+
+
+@cli.command()
+@common_options
+@DRY_RUN
+@FORCE
+@MAX_DELETE
+@lambda f: stack(f, HOOK_OPTIONS)
+@JSON
+@NO_REPORT
+@NODE
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="As a consul watch handler, exit non-zero on errors (consul watch then stops).",
+)
+@click.pass_context
+def pull(
+    ctx: click.Context,
+    dry_run: bool,
+    force: bool,
+    max_delete: int | None,
+    exec_cmd: str | None,
+    on_failure: str | None,
+    as_json: bool,
+    no_report: bool,
+    node: str | None,
+    strict: bool,
+) -> None:
+    """Apply remote changes to the local tree, verified and atomically.
+
+    Run by `consul watch` (CONSUL_INDEX is set), it reads the watch's JSON from stdin, uses the
+    values a keyprefix payload carries, and exits 0 even on errors unless --strict.
+
+    \b
+    Examples:
+      fileconsul pull --basepath /etc/consul-share --exec 'systemctl reload consul'
+      consul watch -type key -key fileconsul.fileconsul/head fileconsul pull
+    """
+    as_handler = "CONSUL_INDEX" in os.environ
+    options = _deliver_options(exec_cmd, on_failure, no_report, node, max_delete, force, dry_run)
+    code = 0
+    try:
+        with open_run(ctx, create=True) as (run, out):
+            entries = handler.parse_payload(sys.stdin.read(), run.prefix) if as_handler else None
+            delivery = deliver.deliver(run, options, entries=entries)
+        code = _print_delivery(out, delivery, as_json=as_json, prefix=run.prefix)
+    except FileconsulError as exc:
+        if not as_handler or strict:
+            raise
+        click.echo(f"fileconsul: {exc}", err=True)
+    ctx.exit(0 if as_handler and not strict else code)
+
+
+def _deliver_options(
+    exec_cmd: str | None,
+    on_failure: str | None,
+    no_report: bool,
+    node: str | None,
+    max_delete: int | None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> deliver.DeliverOptions:
+    return deliver.DeliverOptions(
+        hooks=Hooks(exec_cmd, on_failure),
+        report=not no_report,
+        node=node,
+        force=force,
+        dry_run=dry_run,
+        max_delete=max_delete,
+    )
+
+
+@cli.command(name="watch")
+@common_options
+@lambda f: stack(f, HOOK_OPTIONS)
+@NO_REPORT
+@NODE
+@MAX_DELETE
+@click.option("--stale", is_flag=True, help="Let any Consul server answer, to spread the load.")
+@click.option(
+    "--random-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait a random time up to SECONDS after a change before fetching it.",
+)
+@click.option("--once", is_flag=True, help="Apply what is pending, then exit as pull does.")
+@click.option(
+    "--push",
+    "push_local",
+    is_flag=True,
+    help="Also push local changes, after a quiet period; conflicts are reported, never forced.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=1, max=600),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest blocking query to Consul.",
+)
+@click.pass_context
+def watch_command(
+    ctx: click.Context,
+    exec_cmd: str | None,
+    on_failure: str | None,
+    no_report: bool,
+    node: str | None,
+    max_delete: int | None,
+    stale: bool,
+    random_delay: float,
+    once: bool,
+    push_local: bool,
+    wait: float,
+) -> None:
+    """Apply every remote change as it happens (and, with --push, push local ones).
+
+    Stops cleanly on SIGTERM or SIGINT, between applies (exit 0).
+
+    \b
+    Examples:
+      fileconsul watch --basepath /etc/consul-share --exec 'systemctl reload consul'
+      fileconsul watch --push --random-delay 2
+    """
+    options = watch.WatchOptions(
+        _deliver_options(exec_cmd, on_failure, no_report, node, max_delete),
+        random_delay=random_delay,
+        once=once,
+        wait=wait,
+    )
+    stopper = watch.Stopper()
+    stopper.install()
+    try:
+        with open_run(ctx, stale=stale) as (run, out), _local_pusher(run, out, push_local):
+            code = watch.watch(
+                run, options, stopper, lambda d: _print_delivery(out, d, quiet_noop=True), out.warn
+            )
+    finally:
+        stopper.restore()
+    ctx.exit(code)
+
+
+@contextmanager
+def _local_pusher(run: Run, out: Output, enabled: bool) -> Iterator[None]:
+    """With `enabled`, push local changes from a thread of its own, on a client of its own."""
+    if not enabled:
+        yield
+        return
+    from fileconsul.pusher import LocalPusher
+
+    with ConsulClient(run.settings.consul) as client:
+        push_run = Run(run.settings, client, run.lock_wait)
+
+        def push_once() -> None:
+            outcome = sync.push(push_run)
+            if outcome.actions:
+                _print_outcome(out, "push", outcome)
+
+        pusher = LocalPusher(run.settings.basepath, push_once, out.warn)
+        pusher.start()
+        try:
+            yield
+        finally:
+            pusher.stop()
+
+
+def _print_delivery(
+    out: Output,
+    delivery: deliver.Delivery,
+    *,
+    quiet_noop: bool = False,
+    as_json: bool = False,
+    prefix: str = "",
+) -> int:
+    """Print what a delivery did (a watch stays silent when it did nothing); its exit code."""
+    outcome = delivery.outcome
+    if outcome is not None and (outcome.actions or outcome.skipped or not quiet_noop):
+        _print_outcome(out, "pull", outcome, as_json, prefix)
+    for note in delivery.notes:
+        out.warn(note)
+    if delivery.error is not None:
+        out.error(str(delivery.error))
+    return delivery.exit_code
+
+
+def _print_outcome(
+    out: Output, command: str, outcome: sync.Outcome, as_json: bool = False, prefix: str = ""
+) -> None:
+    if as_json:
+        out.json(render.outcome_json(command, prefix, outcome))
+        return
+    for warning in outcome.warnings:
+        out.warn(warning)
+    out.out(render.outcome_text(command, outcome, verbose=out.verbose))
+    for path, why in outcome.skipped:
+        out.error(f"skipped {path!r}: {why}")
