@@ -33,6 +33,7 @@ import xxhash
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import fleet  # noqa: E402
 from tests.consul_agent import Agent, consul_binary  # noqa: E402
 
 FILE_SIZE = 4096
@@ -398,6 +399,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--watch-pushes", type=int, default=50)
+    parser.add_argument("--fleet-sizes", default="1000,10000", help="tree sizes of the fleet case")
+    parser.add_argument("--watchers", default="10,30", help="watcher counts of the fleet case")
+    parser.add_argument("--fleet-pushes", type=int, default=5)
+    parser.add_argument(
+        "--fleet-idle", type=float, default=10.0, help="seconds to measure the idle agent"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fileconsul-bench-"))
@@ -412,6 +419,15 @@ def main() -> None:
         results = [run_size(bench, int(n), opts.runs) for n in opts.sizes.split(",")]
         watch = watch_latency(bench, opts.watch_pushes)
         bench.http.close()
+        assert agent.process is not None
+        fleet_rows = fleet.fleet(
+            agent.url,
+            agent.process.pid,
+            [int(n) for n in opts.fleet_sizes.split(",")],
+            [int(n) for n in opts.watchers.split(",")],
+            opts.fleet_pushes,
+            opts.fleet_idle,
+        )
     finally:
         agent.cleanup()
         shutil.rmtree(work, ignore_errors=True)
@@ -420,8 +436,10 @@ def main() -> None:
         "runs": opts.runs,
         "sizes": results,
         "watch": watch,
+        "fleet": fleet_rows,
     }
     print(table(results, watch))
+    print(fleet.table(fleet_rows))
     if opts.json:
         opts.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -5,8 +5,9 @@ together, or none."""
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Mapping
-from contextlib import closing
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 
 from fileconsul import writer
 from fileconsul.batching import batches, in_flight
@@ -26,19 +27,34 @@ IN_FLIGHT = 4
 #: Reads of a value that does not match its hash before the pull gives up (a reader may see a
 #: key a moment before the commit that lists its new hash).
 _VERIFY_TRIES = 3
+#: Up to this many values are read one by one, raw, rather than in a transaction: a change of
+#: a few files (what a fleet applies on most pushes) then costs the servers no JSON and no
+#: base64 around them.
+_RAW_UP_TO = 2
 
 
-def apply(
-    run: Run,
-    tree: RemoteTree,
-    actions: list[Action],
-    stats: Mapping[str, StatKey],
-    leftovers: list[str],
-    step: Step,
-) -> tuple[list[Action], list[tuple[str, str]]]:
-    """Apply `actions` as one transaction on the local tree; what was applied, and (path,
-    reason) of each path skipped because a link or a non-file stands in its way. `stats` is
-    each local file's stat when scanned: a file changed since stops the pull, nothing done."""
+@dataclass
+class Staged:
+    """A pull's files, staged and verified: `commit` renames them in, with the deletes."""
+
+    txn: writer.Transaction
+    #: What will be applied, sorted; and (path, reason) of each path skipped because a link
+    #: or a non-file stands in its way.
+    applied: list[Action]
+    skipped: list[tuple[str, str]]
+
+    def commit(self, stats: Mapping[str, StatKey]) -> None:
+        """`stats` is each local file's stat when scanned: a file changed since stops the
+        pull, nothing done (ConflictError)."""
+        self.txn.commit(stats)
+
+
+@contextmanager
+def staged(
+    run: Run, tree: RemoteTree, actions: list[Action], leftovers: list[str], step: Step
+) -> Iterator[Staged]:
+    """Stage `actions` as one transaction on the local tree; whatever is not committed when
+    the block ends is discarded."""
     applied: list[Action] = []
     skipped: list[tuple[str, str]] = []
     with writer.transaction(run.settings.basepath) as txn:
@@ -46,8 +62,8 @@ def apply(
         for rel in leftovers:
             txn.remove_leftover(rel)
         writes = [a for a in actions if a.target is not None]
-        with closing(_staged(run, tree, txn, writes)) as staged:
-            for action, reason in staged:
+        with closing(_staged(run, tree, txn, writes)) as staging:
+            for action, reason in staging:
                 if reason is None:
                     applied.append(action)
                     step(1)
@@ -57,8 +73,7 @@ def apply(
             if action.target is None:
                 txn.delete(action.path)
                 applied.append(action)
-        txn.commit(stats)
-    return sorted(applied), skipped
+        yield Staged(txn, sorted(applied), skipped)
 
 
 def _staged(
@@ -91,6 +106,18 @@ def _stage(txn: writer.Transaction, action: Action, data: bytes) -> str | None:
     return None
 
 
+def _values(run: Run, keys: list[str]) -> dict[str, bytes]:
+    if len(keys) <= _RAW_UP_TO:
+        found = {key: run.client.raw(key, stale=run.stale) for key in keys}
+        return {key: value for key, value in found.items() if value is not None}
+    try:
+        return run.client.txn_values([kv_get(key) for key in keys], stale=run.stale)
+    except TxnFailed as exc:
+        raise ConflictError(
+            "the remote tree changed during the pull; nothing was changed (run pull again)"
+        ) from exc
+
+
 def _fetch(run: Run, tree: RemoteTree, batch: list[Action]) -> list[tuple[Action, bytes]]:
     """The values of `batch`, each verified against the hash the plan expects (read where
     the history keeps it, when its key holds a value of a push that did not commit)."""
@@ -98,12 +125,7 @@ def _fetch(run: Run, tree: RemoteTree, batch: list[Action]) -> list[tuple[Action
         return []
     keys = [tree.sources.get(a.path, file_key(run.prefix, a.path)) for a in batch]
     for attempt in range(_VERIFY_TRIES):
-        try:
-            values = run.client.txn_values([kv_get(key) for key in keys])
-        except TxnFailed as exc:
-            raise ConflictError(
-                "the remote tree changed during the pull; nothing was changed (run pull again)"
-            ) from exc
+        values = _values(run, keys)
         bad = [
             a
             for a, key in zip(batch, keys, strict=True)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fileconsul.errors import UsageError
 from fileconsul.keys import normalize_prefix
@@ -35,6 +36,11 @@ class ConsulSettings:
     dc: str | None = None
     timeout: float = DEFAULT_TIMEOUT
 
+    @property
+    def where(self) -> str:
+        """The address as the operator knows it."""
+        return f"unix://{self.uds}" if self.uds else self.base_url
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -57,9 +63,13 @@ def _parse_bool(name: str, env: Mapping[str, str], warnings: list[str]) -> bool 
 
 
 def _base_url(addr: str, ssl: bool | None) -> tuple[str, str | None]:
-    """(base URL, unix socket path or None) for a Consul address in any of its spellings."""
+    """(base URL, unix socket path or None) for a Consul address in any of its spellings;
+    UsageError naming what is wrong with it."""
     if addr.startswith("unix://"):
-        return "http://localhost", addr[len("unix://") :]
+        path = addr[len("unix://") :]
+        if not path.startswith("/"):
+            raise UsageError(f"invalid Consul address {addr!r}: write unix:///absolute/path")
+        return "http://localhost", path
     scheme = "https" if ssl else "http"
     if "://" in addr:
         given, rest = addr.split("://", 1)
@@ -70,6 +80,15 @@ def _base_url(addr: str, ssl: bool | None) -> tuple[str, str | None]:
     addr = addr.rstrip("/")
     if not addr:
         raise UsageError("the Consul address is empty: give --addr HOST:PORT")
+    parts = urlsplit(f"{scheme}://{addr}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1 or parts.path or parts.query:
+        raise UsageError(
+            f"invalid Consul address {addr!r}: give HOST:PORT, http(s)://HOST:PORT or unix:///path"
+        )
     return f"{scheme}://{addr}", None
 
 

@@ -25,6 +25,7 @@ from fileconsul.errors import (
     FileconsulError,
     InvalidInput,
     PermissionDenied,
+    UsageError,
 )
 from fileconsul.keys import url_unsafe_reason
 
@@ -227,11 +228,11 @@ class ConsulClient:
             )
         except httpx.TimeoutException as exc:
             raise ConsulUnavailable(
-                f"Consul at {self.settings.base_url} timed out; check the agent and retry"
+                f"Consul at {self.settings.where} timed out; check the agent and retry"
             ) from exc
         except httpx.TransportError as exc:
             raise ConsulUnavailable(
-                f"cannot reach Consul at {self.settings.base_url} ({exc.__class__.__name__}); "
+                f"cannot reach Consul at {self.settings.where} ({exc.__class__.__name__}); "
                 "check --addr or CONSUL_HTTP_ADDR and that the agent is running"
             ) from exc
         with self._counting:
@@ -251,6 +252,10 @@ class ConsulClient:
             )
         if status == 413:
             return InvalidInput(f"Consul refused {what} as too large ({text})")
+        if "No path to datacenter" in text:
+            return UsageError(
+                f"Consul knows no datacenter {self.settings.dc!r} ({text}); check --dc"
+            )
         if status >= 500:
             return ConsulUnavailable(f"Consul failed {what} ({status}: {text}); retry later")
         return InvalidInput(f"Consul rejected {what} ({status}: {text})")
@@ -315,6 +320,13 @@ class ConsulClient:
             return None, self._index(response)
         entries = response.json()
         return KVEntry.from_json(entries[0]), self._index(response)
+
+    def raw(self, key: str, *, stale: bool = False) -> bytes | None:
+        """A value's bytes as they are (`?raw`: no JSON, no base64), None when missing: the
+        cheapest read of one value, for both sides."""
+        params = {"raw": "", **self._blocking(None, None, stale)}
+        response = self.request("GET", self.kv_path(key), params=params, allow=(404,), gzip=False)
+        return None if response.status_code == 404 else response.content
 
     def _listing(self, prefix: str, params: dict[str, Any], wait: float | None) -> tuple[Any, int]:
         """A GET of the folder `prefix`: its JSON (None when empty) and X-Consul-Index."""

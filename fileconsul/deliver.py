@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from fileconsul import fleet, state, sync
 from fileconsul.consul import KVEntry
-from fileconsul.errors import ConflictError, ConsulUnavailable, FileconsulError
+from fileconsul.errors import ConflictError, ConsulUnavailable, FileconsulError, Interrupted
+from fileconsul.history import Head
 from fileconsul.hooks import Hooks, run_hook
 from fileconsul.run import Run
 
@@ -21,6 +22,8 @@ class DeliverOptions:
     force: bool = False
     dry_run: bool = False
     max_delete: int | None = None
+    #: Look for writes by other tools (see sync.PullOptions.others).
+    others: bool = True
 
 
 @dataclass
@@ -30,6 +33,8 @@ class Delivery:
 
     outcome: sync.Outcome | None = None
     error: FileconsulError | None = None
+    #: The --exec command that ran, and its exit status.
+    hook: str | None = None
     hook_exit: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -48,9 +53,16 @@ class Delivery:
         return self.outcome is not None and not self.outcome.dry_run and bool(self.outcome.actions)
 
 
-def deliver(run: Run, options: DeliverOptions, *, entries: list[KVEntry] | None = None) -> Delivery:
-    """Pull (from `entries` when a consul-watch payload gave the tree), run `--exec` when
-    something changed and `--on-failure` when something failed, then report."""
+def deliver(
+    run: Run,
+    options: DeliverOptions,
+    *,
+    entries: list[KVEntry] | None = None,
+    head: Head | None = None,
+) -> Delivery:
+    """Pull (with the values of a consul-watch payload, or the head a watcher was woken
+    with), run `--exec` when something changed and `--on-failure` when something failed,
+    then report."""
     delivery = Delivery()
     exec_cmd = options.hooks.exec_cmd
     pull = sync.PullOptions(
@@ -58,9 +70,12 @@ def deliver(run: Run, options: DeliverOptions, *, entries: list[KVEntry] | None 
         dry_run=options.dry_run,
         max_delete=options.max_delete,
         for_hooks=bool(exec_cmd),
+        others=options.others,
     )
     try:
-        delivery.outcome = sync.pull(run, pull, entries=entries)
+        delivery.outcome = sync.pull(run, pull, entries=entries, head=head)
+    except Interrupted:
+        raise
     except FileconsulError as exc:
         delivery.error = exc
     outcome = delivery.outcome
@@ -73,10 +88,9 @@ def deliver(run: Run, options: DeliverOptions, *, entries: list[KVEntry] | None 
             revision=outcome.revision,
             changes=outcome.for_hooks,
         )
+        delivery.hook = exec_cmd
         with suppress(FileconsulError):
             sync.hooks_done(run)
-        if delivery.hook_exit != 0:
-            delivery.notes.append(f"hook exited {delivery.hook_exit}: {exec_cmd}")
     if delivery.failed and options.hooks.on_failure:
         reason = str(delivery.error) if delivery.error else f"hook exited {delivery.hook_exit}"
         run_hook(
@@ -89,7 +103,10 @@ def deliver(run: Run, options: DeliverOptions, *, entries: list[KVEntry] | None 
         )
     unreachable = isinstance(delivery.error, ConsulUnavailable)
     if options.report and not options.dry_run and not unreachable:
-        note = fleet.report(run.client, run.prefix, _report(run, options, delivery))
+        moved = outcome is not None and (
+            delivery.changed or outcome.revision != outcome.previous_revision
+        )
+        note = fleet.report(run.client, run.prefix, _report(run, options, delivery), moved=moved)
         delivery.notes += [note] if note else []
     return delivery
 
@@ -127,5 +144,5 @@ def report_push(run: Run, node: str | None, outcome: sync.Outcome) -> list[str]:
     if outcome.dry_run or outcome.left_to_pull or not outcome.revision:
         return []
     new = fleet.Report(fleet.node_name(run.client, node), outcome.revision, fleet.now(), "ok")
-    note = fleet.report(run.client, run.prefix, new)
+    note = fleet.report(run.client, run.prefix, new, moved=outcome.committed is not None)
     return [note] if note else []

@@ -52,14 +52,18 @@ def now() -> float:
     return round(time.time(), 3)
 
 
-def report(client: ConsulClient, prefix: str, new: Report) -> str | None:
-    """Write `new` unless the node's report already says the same; a note when it could not
-    be written (the apply itself stands)."""
+def report(client: ConsulClient, prefix: str, new: Report, *, moved: bool = True) -> str | None:
+    """Write `new`: one write when the node `moved` (applied something or reached another
+    revision); otherwise only when its report says something else, so that a wake-up that
+    changed nothing adds no Raft write. A note when it could not be written (the apply
+    itself stands)."""
     try:
-        previous = read_one(client, prefix, new.node)
-        if new.applied or previous is None or not previous.same_state(new):
-            body = json.dumps(asdict(new), separators=(",", ":")).encode()
-            client.put(nodes_prefix(prefix) + new.node, body)
+        if not moved:
+            previous = read_one(client, prefix, new.node)
+            if previous is not None and previous.same_state(new):
+                return None
+        body = json.dumps(asdict(new), separators=(",", ":")).encode()
+        client.put(nodes_prefix(prefix) + new.node, body)
     except FileconsulError as exc:
         return f"fleet report not written ({exc})"
     return None

@@ -103,15 +103,22 @@ def read(
     lock_wait: float = 30.0,
     stale: bool = False,
     session: str | None = None,
+    others: bool = True,
+    head: Head | None = None,
 ) -> RemoteTree:
     """The remote tree. `known` is the committed tree this node knows, at `known_revision`;
-    `session` is the caller's own push lock, which it need not wait for."""
+    `session` is the caller's own push lock, which it need not wait for. Without `others`,
+    writes other than commits are not looked for (a watcher woken by a commit spares the
+    servers the prefix's listing, which costs them in proportion to the tree). `head` is the
+    head as just read (a watcher's blocking query returns it), so it is not read again."""
     deadline = time.monotonic() + lock_wait
     while True:
         try:
-            return _read_once(client, prefix, known, known_revision, stale, session, deadline)
+            return _read_once(
+                client, prefix, known, known_revision, stale, session, deadline, others, head
+            )
         except _Moved:
-            continue
+            head = None
 
 
 def _read_once(
@@ -122,9 +129,13 @@ def _read_once(
     stale: bool,
     session: str | None,
     deadline: float,
+    others: bool,
+    given: Head | None,
 ) -> RemoteTree:
-    head = read_head(client, prefix, stale=stale)
-    _, listing = client.keys(prefix + "/", separator="/", stale=stale)
+    head = given or read_head(client, prefix, stale=stale)
+    listing = 0
+    if others or head is None:
+        _, listing = client.keys(prefix + "/", separator="/", stale=stale)
     warning = None
     try:
         if head is not None and listing <= head.index:

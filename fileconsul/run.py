@@ -19,6 +19,10 @@ def no_progress(label: str, total: int) -> AbstractContextManager[Step]:
     return nullcontext(lambda count: None)
 
 
+def no_notice(text: str) -> None:
+    """Where a command's notices go when nobody reads them."""
+
+
 @dataclass(frozen=True)
 class Run:
     settings: Settings
@@ -28,6 +32,8 @@ class Run:
     #: Let any Consul server answer reads (never a push's).
     stale: bool = False
     progress: Progress = no_progress
+    #: Tells the operator something while the command goes on (an interrupt held, say).
+    notify: Callable[[str], None] = no_notice
 
     @property
     def prefix(self) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from fileconsul import apply, fleet, history, publish, remote, scan, state
+from fileconsul import apply, fleet, history, publish, remote, scan, signals, state
 from fileconsul.consul import KVEntry
-from fileconsul.errors import ConflictError, InvalidInput
+from fileconsul.errors import ConflictError, IntegrityError, InvalidInput
 from fileconsul.fileinfo import FileInfo, Files, content_hash
-from fileconsul.keys import file_key
+from fileconsul.keys import META_SUFFIX, file_key, head_key, legacy_manifest_key
 from fileconsul.plan import Action, Plan, check_deletes, plan
 from fileconsul.remote import RemoteTree
 from fileconsul.run import Run
@@ -100,6 +100,10 @@ class Outcome:
     #: (path, change) for the --exec hook: what this pull applied, and what an interrupted one
     #: applied before it and no hook was handed.
     for_hooks: list[tuple[str, str]] = field(default_factory=list)
+    #: The revision this node was at before.
+    previous_revision: int = 0
+    #: The index the head was read at (0: the tree has no head).
+    head_index: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -177,7 +181,12 @@ def _refusals(run: Run, status: Status) -> list[str]:
 
 
 def _scan_and_read(
-    run: Run, record: state.Record, *, push: bool = False
+    run: Run,
+    record: state.Record,
+    *,
+    push: bool = False,
+    others: bool = True,
+    head: history.Head | None = None,
 ) -> tuple[scan.Scan, RemoteTree]:
     """The local scan and the remote read, side by side: one mostly waits on the disk, the
     other on Consul. A scan error comes first, as if the two ran one after the other.
@@ -192,6 +201,8 @@ def _scan_and_read(
             known_revision=record.revision,
             lock_wait=run.lock_wait,
             stale=run.stale and not push,
+            others=others,
+            head=head,
         )
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-read") as pool:
@@ -255,26 +266,30 @@ def push(run: Run, options: PushOptions | None = None) -> Outcome:
         record = state.load(root, run.prefix)
         local, tree = _scan_and_read(run, record, push=True)
         refuse_unsafe_names(local)
+        refuse_nested(run, tree)
         planned = _plan_push(local, record, tree, options)
         warnings = _push_warnings(local, planned)
         if options.dry_run:
             return Outcome(planned.actions, tree.revision, True, warnings)
         head = None
-        if _needs_commit(planned):
-            limit = run.client.max_value_size()
-            refuse_too_large(planned.actions, limit)
+        # From the first write on, the first interrupt lets the push finish (and says so); a
+        # second one stops it, and what it sent is undone. Once committed, it exits 0.
+        with signals.finishing(run.notify, "the push"):
+            if _needs_commit(planned):
+                limit = run.client.max_value_size()
+                refuse_too_large(planned.actions, limit)
 
-            def plan_on(fresh: RemoteTree) -> publish.Prepared:
-                nonlocal planned
-                planned = _plan_push(local, record, fresh, options)
-                return _prepare(run, planned, local.contents, limit, options)
+                def plan_on(fresh: RemoteTree) -> publish.Prepared:
+                    nonlocal planned
+                    planned = _plan_push(local, record, fresh, options)
+                    return _prepare(run, planned, local.contents, limit, options)
 
-            first = _prepare(run, planned, local.contents, limit, options)
-            prepared, head = publish.commit(run, first, plan_on, "pushing")
-            tree = _committed(planned.tree, head, prepared.after)
-        _synced(record, planned.plan, planned.actions, tree, planned.sides)
-        record.hash_cache = local.hash_cache
-        state.save(root, record)
+                first = _prepare(run, planned, local.contents, limit, options)
+                prepared, head = publish.commit(run, first, plan_on, "pushing")
+                tree = _committed(planned.tree, head, prepared.after)
+            _synced(record, planned.plan, planned.actions, tree, planned.sides)
+            record.hash_cache = local.hash_cache
+            state.save(root, record)
         outcome = Outcome(planned.actions, tree.revision, False, warnings, committed=head)
         outcome.left_to_pull = len(planned.plan.pull) + (
             0 if options.force else len(planned.plan.conflicts)
@@ -346,6 +361,40 @@ def _prepare(
     )
 
 
+def refuse_nested(run: Run, tree: RemoteTree) -> None:
+    """InvalidInput when the prefix is inside another fileconsul tree, or holds one below it:
+    each tree's history, lock and reports would be the other's files."""
+    inner = sorted(
+        key
+        for key, _ in tree.unsafe
+        if any(segment.endswith(META_SUFFIX) for segment in key[len(run.prefix) + 1 :].split("/"))
+    )
+    outer = [a for a in _ancestors(run.prefix) if _has_tree(run, a)]
+    if outer:
+        raise InvalidInput(
+            f"push refused: {run.prefix} is inside the fileconsul tree {outer[-1]}; nothing was "
+            f"pushed (use a prefix beside it, not below it)"
+        )
+    if inner:
+        raise InvalidInput(
+            f"push refused: {run.prefix} holds another fileconsul tree below it ({inner[0]}); "
+            "nothing was pushed (move one of the two trees beside the other)"
+        )
+
+
+def _ancestors(prefix: str) -> list[str]:
+    parts = prefix.split("/")
+    return ["/".join(parts[:n]) for n in range(1, len(parts))]
+
+
+def _has_tree(run: Run, prefix: str) -> bool:
+    for key in (head_key(prefix), legacy_manifest_key(prefix)):
+        names, _ = run.client.keys(key)
+        if key in names:
+            return True
+    return False
+
+
 def refuse_unsafe_names(local: scan.Scan) -> None:
     """InvalidInput naming every local file whose name cannot be a key."""
     if local.unsafe:
@@ -377,18 +426,39 @@ class PullOptions:
     max_delete: int | None = None
     #: Keep what was applied in the record until the --exec hook has been handed it.
     for_hooks: bool = False
+    #: Look for writes by other tools too (False: trust the head alone, as a watcher woken
+    #: by a commit does; a value that does not match is then read again with a full look).
+    others: bool = True
 
 
 def pull(
-    run: Run, options: PullOptions | None = None, *, entries: list[KVEntry] | None = None
+    run: Run,
+    options: PullOptions | None = None,
+    *,
+    entries: list[KVEntry] | None = None,
+    head: history.Head | None = None,
 ) -> Outcome:
     """Apply remote changes. `entries`, when given, are values already read (a consul-watch
-    payload): Consul is not asked for those again."""
+    payload), and `head` the head as just read: Consul is not asked for those again."""
     options = options or PullOptions()
+    try:
+        return _pull(run, options, entries, head)
+    except IntegrityError:
+        if options.others and not run.stale:
+            raise
+        # Read from a server behind the one that answered the head, or a push under way:
+        # a full read from the leader says which, and waits for a push that holds the lock.
+        return _pull(replace(run, stale=False), replace(options, others=True), entries, None)
+
+
+def _pull(
+    run: Run, options: PullOptions, entries: list[KVEntry] | None, head: history.Head | None
+) -> Outcome:
     root = run.settings.basepath
     with state.local_lock(root):
         record = state.load(root, run.prefix)
-        local, tree = _scan_and_read(run, record)
+        previous = record.revision
+        local, tree = _scan_and_read(run, record, others=options.others, head=head)
         if entries is not None:
             _use_payload(tree, entries)
         seen = sides(local, record, tree)
@@ -403,20 +473,31 @@ def pull(
             side="locally",
         )
         outcome = Outcome(actions, tree.revision, options.dry_run, _warnings(local, tree, seen))
+        outcome.previous_revision = previous
+        outcome.head_index = tree.head.index if tree.head else 0
         outcome.skipped += tree.unsafe
         if options.dry_run:
             return outcome
-        with run.progress("pulling", len(actions)) as step:
-            applied, skipped = apply.apply(run, tree, actions, local.stats, local.leftovers, step)
-        outcome.actions = applied
-        outcome.skipped += skipped
-        _synced(record, planned, applied, tree, seen)
-        rewritten = {a.path for a in applied}
-        record.hash_cache = {p: c for p, c in local.hash_cache.items() if p not in rewritten}
-        done = record.unreported + [(a.path, a.change) for a in applied]
-        record.unreported = done if options.for_hooks else []
-        outcome.for_hooks = done
-        state.save(root, record)
+        after = (
+            f"interrupted once revision {tree.revision} was applied; its hooks did not run "
+            "(the next pull or watch hands them its changes)"
+        )
+        with (
+            run.progress("pulling", len(actions)) as step,
+            apply.staged(run, tree, actions, local.leftovers, step) as ready,
+            signals.critical(after),
+        ):
+            # From the first rename on, a pull finishes: its files, then its record.
+            ready.commit(local.stats)
+            outcome.actions = ready.applied
+            outcome.skipped += ready.skipped
+            _synced(record, planned, ready.applied, tree, seen)
+            rewritten = {a.path for a in ready.applied}
+            record.hash_cache = {p: c for p, c in local.hash_cache.items() if p not in rewritten}
+            done = record.unreported + [(a.path, a.change) for a in ready.applied]
+            record.unreported = done if options.for_hooks else []
+            outcome.for_hooks = done
+            state.save(root, record)
         return outcome
 
 

@@ -11,13 +11,16 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
 from fileconsul.deliver import DeliverOptions, Delivery, deliver
-from fileconsul.errors import ConsulUnavailable, PermissionDenied
+from fileconsul.errors import ConsulUnavailable, FileconsulError, PermissionDenied
+from fileconsul.history import Head
+from fileconsul.keys import head_key
+from fileconsul.remote import parse_head
 from fileconsul.run import Run
 
 Log = Callable[[str], None]
@@ -71,9 +74,28 @@ class WatchOptions:
     deliver: DeliverOptions
     random_delay: float = 0.0
     once: bool = False
+    #: Longest blocking query; also how often writes by other tools are looked for.
     wait: float = 300.0
     min_interval: float = 0.05
     max_backoff: float = 30.0
+
+
+@dataclass
+class _Wake:
+    """Where the watch stands: the head's index it last saw, and whether something is to be
+    delivered (and whether to look for other tools' writes with it)."""
+
+    index: int | None = None
+    #: The tree has no head yet: its listing is watched instead.
+    headless: bool = False
+    pending: bool = True
+    others: bool = True
+    #: When other tools' writes were last looked for (time.monotonic()).
+    looked: float = 0.0
+    #: The head the last blocking query returned, handed to the delivery.
+    head: Head | None = None
+    last_wake: float = 0.0
+    backoff: float = 0.0
 
 
 def watch(
@@ -83,51 +105,114 @@ def watch(
     on_delivery: Callable[[Delivery], object],
     log: Log,
 ) -> int:
-    """Deliver what is pending, then every change under the prefix, until stopped.
+    """Deliver what is pending, then every commit as it lands, until stopped.
+
+    Every watcher blocks on the head, one small key that only a commit moves: a commit costs
+    each watcher that key and the values it changed, whatever the tree's size. Writes by
+    other tools under the prefix move no head: they are looked for at start, then whenever a
+    blocking query ends with nothing new (every `wait` seconds at the most), and with them
+    before the next commit. A tree without a head yet (empty, or of the first format) is
+    watched through its listing instead.
 
     Returns 0 when stopped by a signal; with `once`, the exit code of the one delivery.
     """
-    index: int | None = None
-    pending = True
-    backoff = 0.0
-    last_wake = 0.0
+    wake = _Wake()
     try:
         while True:
             try:
-                if index is None:
-                    # Read the index before applying, so a change during the apply wakes us.
-                    index = max(run.client.keys(run.prefix + "/", stale=run.stale)[1], 1)
-                if not pending:
-                    _, new_index = run.client.keys(
-                        run.prefix + "/", index=index, wait=options.wait, stale=run.stale
-                    )
-                    backoff = 0.0
-                    if new_index == index:
+                if not wake.pending:
+                    _block(run, options, stopper, wake)
+                    if not wake.pending:
                         continue
-                    # An index that went backwards (a restarted or restored cluster) is taken
-                    # as it is: it is never below 1, and the delivery below reads afresh.
-                    index, pending = max(new_index, 1), True
-                    stopper.sleep(max(0.0, last_wake + options.min_interval - time.monotonic()))
+                elif wake.index is None:
+                    # Read the index before delivering, so that a commit meanwhile wakes us.
+                    _index(run, wake)
             except (ConsulUnavailable, PermissionDenied) as exc:
-                backoff = _back_off(backoff, options, stopper, log, exc)
+                if options.once:
+                    raise
+                wake.backoff = _back_off(wake.backoff, options, stopper, log, exc)
                 # Anything may have happened meanwhile, the agent may even hold a new, empty
-                # store whose index is below ours: start over from a fresh index and apply.
-                index, pending = None, True
+                # store whose index is below ours: start over from a fresh read, and look.
+                wake.index, wake.head, wake.pending, wake.others = None, None, True, True
                 continue
-            last_wake = time.monotonic()
-            if options.random_delay > 0:
-                stopper.sleep(random.uniform(0, options.random_delay))
-            with stopper.busy():
-                delivery = deliver(run, options.deliver)
-            on_delivery(delivery)
-            if options.once:
-                return delivery.exit_code
-            if isinstance(delivery.error, ConsulUnavailable | PermissionDenied):
-                backoff = _back_off(backoff, options, stopper, log, delivery.error)
-                continue
-            pending = False
+            code = _deliver(run, options, stopper, on_delivery, log, wake)
+            if code is not None:
+                return code
     except Stopped:
         return 0
+
+
+def _deliver(
+    run: Run,
+    options: WatchOptions,
+    stopper: Stopper,
+    on_delivery: Callable[[Delivery], object],
+    log: Log,
+    wake: _Wake,
+) -> int | None:
+    wake.last_wake = time.monotonic()
+    if options.random_delay > 0:
+        stopper.sleep(random.uniform(0, options.random_delay))
+    head, wake.head = wake.head, None
+    with stopper.busy():
+        delivery = deliver(run, replace(options.deliver, others=wake.others), head=head)
+    if wake.others:
+        wake.looked = wake.last_wake
+    on_delivery(delivery)
+    if options.once:
+        return delivery.exit_code
+    if isinstance(delivery.error, ConsulUnavailable | PermissionDenied):
+        wake.backoff = _back_off(wake.backoff, options, stopper, log, delivery.error)
+        wake.index, wake.head, wake.others = None, None, True
+        return None
+    wake.pending, wake.others = False, False
+    outcome = delivery.outcome
+    if outcome is not None and outcome.head_index and not wake.headless:
+        # The head delivered: a commit that landed meanwhile has a higher index, and wakes us.
+        wake.index = outcome.head_index
+    elif outcome is None or outcome.head_index:
+        wake.index = None  # read it again before blocking
+    return None
+
+
+def _index(run: Run, wake: _Wake) -> None:
+    """The index to block from: the head's, or the listing's for a tree without a head."""
+    entry, index = run.client.get(head_key(run.prefix), stale=run.stale)
+    wake.headless = entry is None
+    if wake.headless:
+        _, index = run.client.keys(run.prefix + "/", separator="/", stale=run.stale)
+    wake.index = max(index, 1)
+
+
+def _block(run: Run, options: WatchOptions, stopper: Stopper, wake: _Wake) -> None:
+    """One blocking query; marks what it found as pending."""
+    if wake.index is None:
+        _index(run, wake)
+    index = wake.index or 1
+    if wake.headless:
+        _, new_index = run.client.keys(
+            run.prefix + "/", separator="/", index=index, wait=options.wait, stale=run.stale
+        )
+        wake.others = True
+    else:
+        entry, new_index = run.client.get(
+            head_key(run.prefix), index=index, wait=options.wait, stale=run.stale
+        )
+        if entry is None:  # the head was deleted: the tree is gone, or started over
+            wake.index, wake.pending, wake.others = None, True, True
+            return
+        with suppress(FileconsulError):  # a head that does not parse is the delivery's to report
+            wake.head = parse_head(entry)
+    wake.backoff = 0.0
+    if new_index != index:
+        # An index that went backwards (a restarted or restored cluster) is taken as it is:
+        # it is never below 1, and the delivery reads afresh.
+        wake.index, wake.pending = max(new_index, 1), True
+        stopper.sleep(max(0.0, wake.last_wake + options.min_interval - time.monotonic()))
+    else:
+        wake.head = None  # nothing new: the next delivery reads the head itself
+        if time.monotonic() - wake.looked >= options.wait:
+            wake.pending = wake.others = True
 
 
 def _back_off(

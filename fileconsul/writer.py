@@ -122,8 +122,8 @@ class Transaction:
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafeLocalPath(
-                        f"{rel_dir} is a symbolic link or not a directory; fileconsul does not "
-                        "write through it"
+                        f"{rel_dir} is a symbolic link or not a directory here; fileconsul "
+                        "does not write through it"
                     ) from exc
                 raise
         self._dirs[rel_dir] = fd
@@ -169,6 +169,7 @@ class Transaction:
             parent = inside if inside is not None else self._open_dir(parent_rel)
             assert parent is not None
             if inside is None:
+                _refuse_non_file(rel, name, parent)
                 disk_name = self._tmp_name()
                 self._staged.append(_Staged(rel, parent, disk_name, name))
             else:
@@ -248,17 +249,19 @@ class Transaction:
         return taken
 
     def current(self, rel: str) -> StatKey | None:
-        """The stat key of the regular file at `rel`, None when absent; refuses anything else."""
-        parent, name = self._parent(rel)
+        """The stat key of what is at `rel` (-1s for anything but a regular file, so that it
+        never matches a scanned file's), None when absent."""
+        try:
+            parent, name = self._parent(rel)
+        except UnsafeLocalPath:
+            return _NOT_A_FILE
         if parent is None:
             return None
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
             return None
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeLocalPath(f"{rel} exists and is not a regular file; fileconsul leaves it")
-        return stat_key(st)
+        return stat_key(st) if stat.S_ISREG(st.st_mode) else _NOT_A_FILE
 
     def _durable(self) -> None:
         """Get every staged file's bytes to disk before any is renamed in: for many files one
@@ -326,6 +329,21 @@ class Transaction:
             os.close(fd)
         self._dirs.clear()
         self._inside.clear()
+
+
+_NOT_A_FILE: StatKey = (-1, -1, -1)
+
+
+def _refuse_non_file(rel: str, name: str, parent: int) -> None:
+    """UnsafeLocalPath when something other than a regular file stands where `rel` goes."""
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeLocalPath(
+            f"{rel} is a symbolic link, a directory or a device here; fileconsul leaves it"
+        )
 
 
 def _umask() -> int:

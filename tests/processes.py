@@ -82,3 +82,15 @@ def background(args: list[str], env: dict[str, str] | None = None) -> Iterator[B
         raise
     finally:
         proc.stop()
+
+
+def with_fault(
+    node: Node, fault: str, command: str, *extra: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a fileconsul command of `node` with a fault injected (see tests/fault.py)."""
+    args = fileconsul_args(node, command, *extra)
+    args[1:3] = ["-m", "tests.fault"]
+    env = {**os.environ, "FILECONSUL_TEST_FAULT": fault}
+    return subprocess.run(
+        args, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )

@@ -40,12 +40,20 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
             "1",
             "--watch-pushes",
             "3",
+            "--fleet-sizes",
+            "100",
+            "--watchers",
+            "3",
+            "--fleet-pushes",
+            "2",
+            "--fleet-idle",
+            "1",
             "--json",
             str(out),
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -59,3 +67,7 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
     assert set(size["ratios"]) >= {"first push / consul kv import", "first push / floor writes"}
     assert report["watch"]["pushes"] == 3
     assert "first push" in result.stdout
+    fleet = {row["design"].split()[0]: row for row in report["fleet"]}
+    assert set(fleet) >= {"fileconsul"}
+    assert fleet["fileconsul"]["watchers"] == 3
+    assert fleet["fileconsul"]["server_kib_written_per_watcher_per_push"] > 0

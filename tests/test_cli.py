@@ -337,7 +337,7 @@ def test_dc_flag_names_the_datacenter(node: Node, kv: KV) -> None:
     assert node.run("push", "--dc", "dc1").exit_code == 0
     assert kv.files(node.prefix) == {"f": b"x"}
     result = node.run("status", "--dc", "nowhere")
-    assert result.exit_code == 3
+    assert result.exit_code == 2
     assert "No path to datacenter" in result.stderr
 
 

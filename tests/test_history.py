@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import xxhash
 
 from tests.conftest import KV, Node
-from tests.processes import background, fileconsul_args, wait_until
+from tests.processes import background, fileconsul_args, wait_until, with_fault
 
 Tree = dict[str, tuple[bytes, int]]
 
@@ -139,13 +138,6 @@ def test_the_history_is_bounded_after_150_pushes(make_node: Any, kv: KV) -> None
     assert a.run("rollback", "50").exit_code == 5
 
 
-def crash(node: Node, before_batch: int, *rollback_to: str) -> None:
-    args = [sys.executable, "-m", "tests.crash", node.addr, node.prefix, str(node.root)]
-    args += [str(before_batch), *rollback_to]
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    assert done.returncode == -signal.SIGKILL, done.stderr
-
-
 def test_a_node_killed_mid_rollback_never_makes_a_puller_apply_a_partial_tree(
     make_node: Any, kv: KV
 ) -> None:
@@ -159,7 +151,8 @@ def test_a_node_killed_mid_rollback_never_makes_a_puller_apply_a_partial_tree(
         a.write(rel, data)
     assert a.run("push").exit_code == 0
     assert b.run("pull").exit_code == 0
-    crash(a, 3, "1")
+    killed = with_fault(a, "kill:3", "rollback", "1", "--force", "--node", "crashing-node")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     raw = kv.files(a.prefix)
     assert 0 < sum(raw[rel] == first[rel] for rel in first) < len(first)
     assert b.run("pull").exit_code == 0

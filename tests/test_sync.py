@@ -7,7 +7,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import xxhash
 
 from fileconsul.keys import lock_key
 from tests.conftest import KV, Node, RecordingTransport, is_write_txn, library_run
+from tests.processes import with_fault
 
 
 def test_push_then_pull_round_trips_bytes_and_the_executable_bit(make_node: Any, kv: KV) -> None:
@@ -328,13 +328,6 @@ def test_a_held_lock_makes_push_wait_and_then_exit_4(node: Node, kv: KV, agent: 
     assert node.run("push").exit_code == 0
 
 
-def crash_push(node: Node, before_batch: int) -> None:
-    """Run a push of `node` that dies just before its `before_batch`th batch of files."""
-    args = [sys.executable, "-m", "tests.crash", node.addr, node.prefix, str(node.root)]
-    done = subprocess.run([*args, str(before_batch)], capture_output=True, text=True, check=False)
-    assert done.returncode == -signal.SIGKILL, done.stderr
-
-
 def test_a_push_that_died_midway_is_ignored_by_pulls_and_undone_by_the_next_push(
     make_node: Any, kv: KV
 ) -> None:
@@ -348,7 +341,8 @@ def test_a_push_that_died_midway_is_ignored_by_pulls_and_undone_by_the_next_push
         a.write(rel, rel.encode() + b" changed\n" * 300)
     a.write("added", "new file\n")
     # Dies once its kept contents, its record and two batches of files were written.
-    crash_push(a, before_batch=3)
+    killed = with_fault(a, "kill:3", "push", "--node", "crashing-node")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     raw = kv.files(a.prefix)
     changed = [rel for rel in committed if raw[rel] != committed[rel]]
     assert 0 < len(changed) < len(committed)  # raw readers see a mixed tree meanwhile

@@ -176,6 +176,10 @@ class Output:
         if not self.quiet:
             click.echo(f"fileconsul: warning: {text}", err=True)
 
+    def notice(self, text: str) -> None:
+        """Said even with --quiet: something the operator did is being answered."""
+        click.echo(f"fileconsul: {text}", err=True)
+
     def error(self, text: str) -> None:
         click.echo(f"fileconsul: {text}", err=True)
 
@@ -226,7 +230,7 @@ def open_run(
     if local:
         _checked_basepath(settings, out, create)
     with ConsulClient(settings.consul) as client:
-        yield Run(settings, client, common.lock_wait, stale, out.progress), out
+        yield Run(settings, client, common.lock_wait, stale, out.progress, out.notice), out
         out.debug(f"{client.requests} requests, {client.bytes_received} bytes received")
 
 

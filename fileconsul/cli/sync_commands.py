@@ -218,7 +218,12 @@ def _deliver_options(
 @NO_REPORT
 @NODE
 @MAX_DELETE
-@click.option("--stale", is_flag=True, help="Let any Consul server answer, to spread the load.")
+@click.option(
+    "--stale/--consistent",
+    default=True,
+    help="Let any Consul server answer (the default: it spreads the load over the servers; a "
+    "value not yet on that server is read again from the leader), or only the leader.",
+)
 @click.option(
     "--random-delay",
     type=click.FloatRange(min=0),
@@ -318,6 +323,9 @@ def _print_delivery(
     outcome = delivery.outcome
     if outcome is not None and (outcome.actions or outcome.skipped or not quiet_noop):
         _print_outcome(out, "pull", outcome, as_json, prefix)
+    if delivery.hook is not None:
+        line = f"hook exited {delivery.hook_exit}: {delivery.hook}"
+        out.out(line) if delivery.hook_exit == 0 else out.warn(line)
     for note in delivery.notes:
         out.warn(note)
     if delivery.error is not None:
