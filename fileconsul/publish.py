@@ -14,16 +14,11 @@ died, by the next push; readers ignore its values meanwhile.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing, suppress
+from dataclasses import dataclass
 
-from fileconsul import history, remote, scan
+from fileconsul import history, journal, remote, retention, scan
 from fileconsul.batching import batches, in_flight
 from fileconsul.consul import (
     TXN_MAX_BODY,
@@ -36,7 +31,6 @@ from fileconsul.consul import (
     kv_check_not_exists,
     kv_delete,
     kv_delete_cas,
-    kv_delete_tree,
     kv_set,
 )
 from fileconsul.errors import ConflictError, FileconsulError
@@ -44,96 +38,30 @@ from fileconsul.fileinfo import FileInfo, Files, content_hash, hash_to_flags
 from fileconsul.history import Change, Commit, Head
 from fileconsul.keys import (
     blob_key,
-    blobs_prefix,
     file_key,
     head_key,
     legacy_lock_key,
     legacy_manifest_key,
     lock_key,
     log_key,
-    log_prefix,
     manifest_key,
-    manifests_prefix,
-    revision_of,
 )
+from fileconsul.lock import Lease, push_lock
 from fileconsul.manifest import digest, encode
 from fileconsul.plan import Action
 from fileconsul.remote import RemoteTree
 from fileconsul.run import Run, Step
+from fileconsul.writes import ENVELOPE, Write, b64_len, cost, write_of
 
-#: Seconds of a push session's TTL: Consul ends the session of a pusher that died (and so
-#: frees the lock) within twice this, its grace period included.
-LOCK_TTL = 15
 #: Transactions a push keeps in flight at once.
 IN_FLIGHT = 4
 #: A value whose operation takes more than this goes alone (a PUT), not in a transaction.
 _LARGE = TXN_MAX_BODY // 2
-#: Room kept in each transaction body for its checks and the envelope.
-_ENVELOPE = 1024
 #: Bytes of values read per transaction (the contents a commit replaces).
 _READ_BATCH = 4 * 1024 * 1024
 _LOST = (
     "another push committed first; nothing of this push was committed (run status, then push again)"
 )
-
-
-def b64_len(size: int) -> int:
-    """The length of `size` bytes in base64, as values travel in a transaction."""
-    return 4 * ((size + 2) // 3)
-
-
-def _json_len(text: str) -> int:
-    """At most how long `text` is as a JSON string (a non-ASCII character can take 12 bytes)."""
-    return len(text) + 3 if text.isascii() else 12 * len(text) + 3
-
-
-# -- the lock ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Lease:
-    """The push lock, held by a session that must be renewed within its TTL."""
-
-    run: Run
-    session: str
-    renewed: float = field(default_factory=time.monotonic)
-
-    def renew_if_due(self) -> None:
-        if time.monotonic() - self.renewed > LOCK_TTL / 3:
-            self.run.client.session_renew(self.session)
-            self.renewed = time.monotonic()
-
-
-@contextmanager
-def push_lock(run: Run) -> Iterator[Lease]:
-    """Hold the prefix's push lock with a session, so pushes never interleave and pulls wait.
-    Its value names the holder, for whoever finds its values."""
-    holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
-    with run.client.session(f"fileconsul push {run.prefix}", ttl=LOCK_TTL) as session:
-        deadline = time.monotonic() + run.lock_wait
-        while not run.client.put(lock_key(run.prefix), holder.encode(), acquire=session):
-            remote.wait_for_lock(run.client, lock_key(run.prefix), deadline)
-        yield Lease(run, session)
-
-
-# -- what a commit writes ---------------------------------------------------------------------
-
-
-class Write(NamedTuple):
-    """One key a commit writes: a file (no target: deleted) or a kept content."""
-
-    key: str
-    target: FileInfo | None
-    #: The bytes, when known already; else read from the local file `path`.
-    value: bytes | None
-    path: str
-    #: About how many bytes of JSON its operation takes in a transaction.
-    cost: int
-
-
-def _write(key: str, target: FileInfo | None, value: bytes | None, path: str = "") -> Write:
-    size = target.size if target else 0
-    return Write(key, target, value, path, b64_len(size) + 2 * _json_len(key) + 128)
 
 
 @dataclass
@@ -159,8 +87,8 @@ class Prepared:
     def _metadata(self) -> list[Write]:
         prefix = self.tree.prefix
         return [
-            _write(log_key(prefix, self.revision), None, self.record),
-            _write(manifest_key(prefix, self.revision), None, self.manifest),
+            write_of(log_key(prefix, self.revision), None, self.record),
+            write_of(manifest_key(prefix, self.revision), None, self.manifest),
         ]
 
     @property
@@ -169,7 +97,7 @@ class Prepared:
         writes = [*self.files, *self.kept, *self._metadata()]
         ops = len(_unlocked_guards(self)) + len(writes) + len(_head_ops(self))
         body = sum(w.cost for w in writes) + b64_len(len(self.manifest) + len(self.record))
-        return ops <= TXN_MAX_OPS and body + 4 * _ENVELOPE < TXN_MAX_BODY
+        return ops <= TXN_MAX_OPS and body + 4 * ENVELOPE < TXN_MAX_BODY
 
 
 def files_after(tree_files: Files, actions: Sequence[Action]) -> dict[str, FileInfo]:
@@ -201,10 +129,10 @@ def prepare(
     after = files_after(tree.files, actions)
     changed = {a.path for a in actions}
     files = [
-        _write(file_key(prefix, a.path), a.target, contents.get(a.path), a.path) for a in actions
+        write_of(file_key(prefix, a.path), a.target, contents.get(a.path), a.path) for a in actions
     ]
     files += [
-        _write(file_key(prefix, p), tree.files[p], tree.values[p], p)
+        write_of(file_key(prefix, p), tree.files[p], tree.values[p], p)
         for p in sorted(tree.adopt - changed)
         if p in tree.values and p in after
     ]
@@ -247,7 +175,7 @@ def _kept(
         return []
     found = _read_contents(run, tree, list(replaced.values()))
     return [
-        _write(blob_key(tree.prefix, revision, digest_), FileInfo(digest_, len(data)), data)
+        write_of(blob_key(tree.prefix, revision, digest_), FileInfo(digest_, len(data)), data)
         for digest_, data in sorted(found.items())
     ]
 
@@ -320,8 +248,8 @@ def _read_locked(run: Run, tree: RemoteTree, session: str) -> RemoteTree:
         entry, _ = run.client.get(log_key(run.prefix, fresh.revision + 1))
         if entry is None:
             return fresh
-        journal = history.Commit.decode(entry.value, fresh.revision + 1)
-        repair(run, run.prefix, journal, head_check(fresh))
+        record = history.Commit.decode(entry.value, fresh.revision + 1)
+        journal.repair(run, run.prefix, record, head_check(fresh))
 
 
 def _plans_like(fresh: RemoteTree, tree: RemoteTree) -> bool:
@@ -380,7 +308,7 @@ def write_unlocked(run: Run, prepared: Prepared) -> Head | None:
         index = _txn(run, [*ops, *_head_ops(prepared)])
     except TxnFailed:
         return None
-    _collect(run, prepared.head)
+    retention.collect(run, prepared.head)
     return _landed(prepared, index)
 
 
@@ -411,7 +339,7 @@ def write_locked(run: Run, lease: Lease, prepared: Prepared, step: Step) -> Head
             with suppress(FileconsulError):
                 _undo(run, prepared)
             raise
-    _collect(run, landed)
+    retention.collect(run, landed)
     return landed
 
 
@@ -421,7 +349,7 @@ def _send_metadata(run: Run, lease: Lease, prepared: Prepared) -> None:
     head = _check_head(prepared)
     _send(run, lease, prepared, prepared.kept, [head], lambda count: None)
     record, manifest = prepared._metadata()
-    if record.cost + manifest.cost + 4 * _ENVELOPE < TXN_MAX_BODY:
+    if record.cost + manifest.cost + 4 * ENVELOPE < TXN_MAX_BODY:
         _txn(run, [head, *_guards(prepared), *_ops(run, prepared, [record, manifest])])
         return
     for write in (manifest, record):
@@ -461,7 +389,7 @@ def _send(
     disjoint keys); a value too large to share a transaction goes as its own PUT."""
     small = [w for w in writes if w.cost <= _LARGE]
     room = TXN_MAX_OPS - len(checks)
-    packed = batches(small, _cost, count=room, total=TXN_MAX_BODY - 2 * _ENVELOPE)
+    packed = batches(small, cost, count=room, total=TXN_MAX_BODY - 2 * ENVELOPE)
 
     def send(batch: list[Write]) -> int:
         _txn(run, encode_txn([*checks, *_ops(run, prepared, batch)]))
@@ -481,10 +409,6 @@ def _send(
             step(1 if write.path else 0)
 
 
-def _cost(write: Write) -> int:
-    return write.cost
-
-
 def _check_landed(run: Run, prepared: Prepared) -> Head | None:
     """After an error: whether the head landed all the same (its answer was lost)."""
     try:
@@ -497,85 +421,7 @@ def _check_landed(run: Run, prepared: Prepared) -> Head | None:
 
 
 def _undo(run: Run, prepared: Prepared) -> None:
-    repair(run, prepared.tree.prefix, prepared.commit, _check_head(prepared))
-
-
-def repair(run: Run, prefix: str, journal: Commit, check: Op) -> list[str]:
-    """Undo a push that did not commit, from its record: put back each value it replaced
-    (from the contents it kept), delete each key it added, then its record, kept contents and
-    manifest; every transaction checks the head is still the one it was planned on. The
-    paths that could not be put back."""
-    changes = list(journal.changes)
-    keys = [file_key(prefix, c.path) for c in changes]
-    current: dict[str, bytes] = {}
-    for batch in batches(keys, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
-        current.update(run.client.values_of(batch))
-    lost: list[str] = []
-    writes: list[Write] = []
-    needed = {}
-    for change, key in zip(changes, keys, strict=True):
-        value = current.get(key)
-        found = None if value is None else content_hash(value)
-        if change.old is None:
-            if change.new is not None and found == change.new.hash:
-                writes.append(_write(key, None, None))
-        elif found != change.old.hash:
-            needed[key] = change.old
-    kept = _read_kept(run, prefix, journal.revision, {info.hash for info in needed.values()})
-    for key, old in needed.items():
-        if old.hash in kept:
-            writes.append(_write(key, old, kept[old.hash]))
-        else:
-            lost.append(key)
-    packed = batches(writes, _cost, count=TXN_MAX_OPS - 1, total=TXN_MAX_BODY - 2 * _ENVELOPE)
-    for group in packed:
-        run.client.txn([check, *(_plain_op(w) for w in group)])
-    run.client.txn(
-        [
-            check,
-            kv_delete(log_key(prefix, journal.revision)),
-            kv_delete(manifest_key(prefix, journal.revision)),
-            kv_delete_tree(blobs_prefix(prefix, journal.revision)),
-        ]
-    )
-    return lost
-
-
-def _read_kept(run: Run, prefix: str, revision: int, hashes: set[str]) -> dict[str, bytes]:
-    found: dict[str, bytes] = {}
-    keys = [blob_key(prefix, revision, h) for h in sorted(hashes)]
-    for batch in batches(keys, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
-        for key, value in run.client.values_of(batch).items():
-            if content_hash(value) == key.rpartition("/")[2]:
-                found[key.rpartition("/")[2]] = value
-    return found
-
-
-# -- what falls out of the history ------------------------------------------------------------
-
-
-def _collect(run: Run, head: Head) -> None:
-    """Delete what the history no longer keeps: records before the oldest revision, the
-    contents kept for revisions up to it (they restore revisions before it), and every
-    manifest but the head's. Best effort: what is left is collected by a later push."""
-    prefix = run.prefix
-    doomed: list[Op] = []
-    with suppress(FileconsulError):
-        if head.oldest > 1:
-            logs, _ = run.client.keys(log_prefix(prefix))
-            doomed += [kv_delete(k) for k in logs if (revision_of(k) or head.oldest) < head.oldest]
-            folders, _ = run.client.keys(blobs_prefix(prefix), separator="/")
-            doomed += [
-                kv_delete_tree(k)
-                for k in folders
-                if (revision_of(k) or head.oldest + 1) <= head.oldest
-            ]
-        manifests, _ = run.client.keys(manifests_prefix(prefix))
-        doomed += [
-            kv_delete(k) for k in manifests if (revision_of(k) or head.revision) < head.revision
-        ]
-        for batch in batches(doomed, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
-            run.client.txn(batch)
+    journal.repair(run, prepared.tree.prefix, prepared.commit, _check_head(prepared))
 
 
 # -- operations -------------------------------------------------------------------------------
@@ -591,13 +437,6 @@ def _op(run: Run, write: Write, limit: int) -> Op:
     data = _content(run, write, limit)
     flags = hash_to_flags(write.target.hash) if write.target is not None else 0
     return kv_set(write.key, data, flags)
-
-
-def _plain_op(write: Write) -> Op:
-    if write.value is None:
-        return kv_delete(write.key)
-    assert write.target is not None
-    return kv_set(write.key, write.value, hash_to_flags(write.target.hash))
 
 
 def _content(run: Run, write: Write, limit: int) -> bytes:
@@ -618,21 +457,3 @@ def _txn(run: Run, ops: list[Op] | bytes) -> int:
     rolled it back (a check or a check-and-set failed)."""
     results = run.client.txn(ops)
     return max((int(r.get("ModifyIndex") or 0) for r in results), default=0)
-
-
-def kept_contents(run: Run, prefix: str, wanted: Mapping[str, tuple[int, str]]) -> dict[str, bytes]:
-    """Contents by path, each read from where revision history keeps it: path -> (revision
-    whose kept contents hold it, or 0 for the file's own key; hash). Only verified bytes."""
-    keys = {
-        path: blob_key(prefix, revision, digest_) if revision else file_key(prefix, path)
-        for path, (revision, digest_) in wanted.items()
-    }
-    found: dict[str, bytes] = {}
-    items = sorted(keys.items())
-    for batch in batches(items, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
-        values = run.client.values_of([key for _, key in batch])
-        for path, key in batch:
-            value = values.get(key)
-            if value is not None and content_hash(value) == wanted[path][1]:
-                found[path] = value
-    return found

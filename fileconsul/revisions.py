@@ -15,9 +15,10 @@ from fileconsul.fileinfo import FileInfo, content_hash
 from fileconsul.history import Commit, Head
 from fileconsul.keys import blob_key, file_key, log_key
 from fileconsul.plan import Action, check_deletes, classify
+from fileconsul.preflight import refuse_too_large
 from fileconsul.remote import RemoteTree
 from fileconsul.run import Run
-from fileconsul.sync import Outcome, refuse_too_large
+from fileconsul.sync import Outcome
 
 
 @dataclass
