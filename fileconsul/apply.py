@@ -48,16 +48,30 @@ class Staged:
         pull, nothing done (ConflictError)."""
         self.txn.commit(stats)
 
+    def finish(self) -> None:
+        """Keep a commit staged with `keep`."""
+        self.txn.finish()
+
+    def put_back(self) -> None:
+        """Undo a commit staged with `keep`: every path as it was."""
+        self.txn.put_back()
+
 
 @contextmanager
 def staged(
-    run: Run, tree: RemoteTree, actions: list[Action], leftovers: list[str], step: Step
+    run: Run,
+    tree: RemoteTree,
+    actions: list[Action],
+    leftovers: list[str],
+    step: Step,
+    *,
+    keep: bool = False,
 ) -> Iterator[Staged]:
     """Stage `actions` as one transaction on the local tree; whatever is not committed when
-    the block ends is discarded."""
+    the block ends is discarded. With `keep`, a commit is put back unless it is finished."""
     applied: list[Action] = []
     skipped: list[tuple[str, str]] = []
-    with writer.transaction(run.settings.basepath) as txn:
+    with writer.transaction(run.settings.basepath, keep=keep) as txn:
         # Under the local lock no other fileconsul writes here: these are a killed pull's.
         for rel in leftovers:
             txn.remove_leftover(rel)

@@ -381,6 +381,10 @@ class ConsulClient:
         response = self.request("PUT", self.kv_path(key), params=params, content=value)
         return bool(response.json())
 
+    def delete(self, key: str) -> None:
+        """Delete exactly `key` (never a recursive delete: that is a string prefix)."""
+        self.request("DELETE", self.kv_path(key))
+
     def txn(self, ops: Sequence[Op] | bytes, *, stale: bool = False) -> list[dict[str, Any]]:
         """Run one transaction (its operations, or their `encode_txn` body); its results, or
         TxnFailed when Consul rolled it back. `stale` lets any server answer one that only

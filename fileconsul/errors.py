@@ -51,6 +51,16 @@ class IntegrityError(FileconsulError):
     exit_code = 7
 
 
+class CheckRejected(FileconsulError):
+    """The --check command rejected the change; nothing of it was kept."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, revision: int, exit: int, output: str) -> None:
+        super().__init__(message)
+        self.revision, self.exit, self.output = revision, exit, output
+
+
 class Interrupted(FileconsulError):
     exit_code = 130
 

@@ -14,9 +14,10 @@ from fileconsul.consul import ConsulClient
 from fileconsul.errors import FileconsulError
 from fileconsul.keys import nodes_prefix, unsafe_reason
 from fileconsul.remote import read_head
+from fileconsul.rollout import Halt, halted
 
-Result = Literal["ok", "conflict", "error"]
-NodeState = Literal["current", "lagging", "failed"]
+Result = Literal["ok", "conflict", "error", "rejected", "halted"]
+NodeState = Literal["current", "lagging", "failed", "rejected", "halted"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Report:
     applied: int = 0
     hook: str | None = None
     hook_exit: int | None = None
+    #: When --check rejected the revision: its exit status and the last lines it printed.
+    check_exit: int | None = None
+    output: str = ""
 
     def same_state(self, other: Report) -> bool:
         """Equal but for the time: rewriting it would only add Raft writes."""
@@ -75,22 +79,46 @@ class FleetNode:
     state: NodeState
 
 
-def read(client: ConsulClient, prefix: str) -> tuple[int, list[FleetNode]]:
-    """The head revision and each reporting node's state."""
+@dataclass
+class Fleet:
+    revision: int
+    nodes: list[FleetNode]
+    #: The head revision's halt, when its rollout was stopped.
+    halt: Halt | None = None
+
+    @property
+    def all_current(self) -> bool:
+        return bool(self.nodes) and all(n.state == "current" for n in self.nodes)
+
+    @property
+    def applied_before_halt(self) -> int:
+        """How many nodes applied the halted revision before it stopped."""
+        if self.halt is None:
+            return 0
+        stopped = self.halt.revision
+        return sum(1 for n in self.nodes if n.report.revision >= stopped and n.state == "current")
+
+
+def read(client: ConsulClient, prefix: str) -> Fleet:
+    """The head revision, its halt if any, and each reporting node's state."""
     head = read_head(client, prefix)
     revision = head.revision if head else 0
     entries, _ = client.recurse(nodes_prefix(prefix))
     nodes = []
     for entry in entries:
         parsed = _parse(entry.key[len(nodes_prefix(prefix)) :], entry.value)
-        if parsed.result != "ok":
-            state: NodeState = "failed"
-        elif parsed.revision >= revision:
-            state = "current"
-        else:
-            state = "lagging"
-        nodes.append(FleetNode(parsed, state))
-    return revision, sorted(nodes, key=lambda n: n.report.node)
+        nodes.append(FleetNode(parsed, _state(parsed, revision)))
+    return Fleet(
+        revision, sorted(nodes, key=lambda n: n.report.node), halted(client, prefix, revision)
+    )
+
+
+def _state(report: Report, revision: int) -> NodeState:
+    if report.result in ("rejected", "halted"):
+        return report.result
+    if report.result != "ok":
+        return "failed"
+    return "current" if report.revision >= revision else "lagging"
 
 
 def read_one(client: ConsulClient, prefix: str, node: str) -> Report | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from fileconsul.diffs import Diff, FileDiff, Side
 from fileconsul.fileinfo import FileInfo
-from fileconsul.fleet import FleetNode
+from fileconsul.fleet import Fleet
 from fileconsul.history import Change, Commit
 from fileconsul.plan import Action, ChangeKind, Plan
 from fileconsul.sync import Outcome
@@ -130,11 +130,21 @@ def outcome_json(command: str, prefix: str, outcome: Outcome) -> dict[str, Any]:
 # -- the fleet ------------------------------------------------------------------------------
 
 
-def fleet_json(prefix: str, revision: int, nodes: list[FleetNode]) -> dict[str, Any]:
+def fleet_json(prefix: str, fleet: Fleet) -> dict[str, Any]:
+    halt = fleet.halt
     return {
         "prefix": prefix,
-        "revision": revision,
-        "all_current": bool(nodes) and all(n.state == "current" for n in nodes),
+        "revision": fleet.revision,
+        "all_current": fleet.all_current,
+        "halt": None
+        if halt is None
+        else {
+            "revision": halt.revision,
+            "node": halt.node,
+            "time": halt.time,
+            "reason": halt.reason,
+            "applied_before": fleet.applied_before_halt,
+        },
         "nodes": [
             {
                 "node": n.report.node,
@@ -144,26 +154,42 @@ def fleet_json(prefix: str, revision: int, nodes: list[FleetNode]) -> dict[str, 
                 "time": n.report.time,
                 "message": n.report.message,
                 "hook_exit": n.report.hook_exit,
+                "check_exit": n.report.check_exit,
+                "output": n.report.output,
             }
-            for n in nodes
+            for n in fleet.nodes
         ],
     }
 
 
-def fleet_text(revision: int, nodes: list[FleetNode]) -> str:
-    if not nodes:
-        return f"Revision {revision}; no node has reported yet."
-    lines = [f"Revision {revision}:"]
-    for n in nodes:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(n.report.time))
-        detail = f" ({n.report.message})" if n.report.message else ""
-        hook = f", hook exit {n.report.hook_exit}" if n.report.hook_exit else ""
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def fleet_text(fleet: Fleet) -> str:
+    lines = []
+    halt = fleet.halt
+    if halt is not None:
+        applied = fleet.applied_before_halt
         lines.append(
-            f"    {n.state + ':':<{_WIDTH}} {n.report.node} at revision {n.report.revision}, "
-            f"{when}{hook}{detail}"
+            f"Revision {halt.revision} is HALTED: {halt.node} stopped it at {_when(halt.time)} "
+            f"({halt.reason}); {applied} {'node' if applied == 1 else 'nodes'} applied it "
+            "before it stopped. A newer revision (a fix, or a rollback) lifts the halt."
         )
-    current = sum(1 for n in nodes if n.state == "current")
-    lines.append(f"{current} of {len(nodes)} nodes current.")
+    if not fleet.nodes:
+        return "\n".join([*lines, f"Revision {fleet.revision}; no node has reported yet."])
+    lines.append(f"Revision {fleet.revision}:")
+    for n in fleet.nodes:
+        report = n.report
+        detail = f" ({report.message})" if report.message else ""
+        hook = f", hook exit {report.hook_exit}" if report.hook_exit else ""
+        check = f", check exit {report.check_exit}" if report.check_exit else ""
+        lines.append(
+            f"    {n.state + ':':<{_WIDTH}} {report.node} at revision {report.revision}, "
+            f"{_when(report.time)}{check}{hook}{detail}"
+        )
+    current = sum(1 for n in fleet.nodes if n.state == "current")
+    lines.append(f"{current} of {len(fleet.nodes)} nodes current.")
     return "\n".join(lines)
 
 

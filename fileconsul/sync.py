@@ -3,14 +3,28 @@ planner, and the apply (local) or publish (remote) step."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from fileconsul import apply, fleet, history, preflight, publish, remote, scan, signals, state
+from fileconsul import (
+    apply,
+    fleet,
+    history,
+    preflight,
+    publish,
+    remote,
+    scan,
+    signals,
+    state,
+    writer,
+)
 from fileconsul.consul import KVEntry
-from fileconsul.errors import ConflictError, IntegrityError, InvalidInput
+from fileconsul.errors import CheckRejected, ConflictError, IntegrityError, InvalidInput
 from fileconsul.fileinfo import FileInfo, Files, content_hash
+from fileconsul.hooks import CheckResult
 from fileconsul.keys import file_key
 from fileconsul.plan import Action, Plan, check_deletes, plan
 from fileconsul.remote import RemoteTree
@@ -104,6 +118,8 @@ class Outcome:
     previous_revision: int = 0
     #: The index the head was read at (0: the tree has no head).
     head_index: int = 0
+    #: Why the revision was not applied here (halted, rejected before), when it was not.
+    held: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -238,6 +254,7 @@ def push(run: Run, options: PushOptions | None = None) -> Outcome:
     options = options or PushOptions()
     root = run.settings.basepath
     with state.local_lock(root):
+        _recover(run)
         record = state.load(root, run.prefix)
         local, tree = _scan_and_read(run, record, push=True)
         preflight.refuse_unsafe_names(local)
@@ -349,6 +366,11 @@ class PullOptions:
     #: Look for writes by other tools too (False: trust the head alone, as a watcher woken
     #: by a commit does; a value that does not match is then read again with a full look).
     others: bool = True
+    #: Runs the --check command on the applied changes (and revision); a rejection puts back
+    #: what was applied.
+    check: Callable[[list[tuple[str, str]], int], CheckResult] | None = None
+    #: Says why a revision must not be applied here (halted, rejected before), or None.
+    hold: Callable[[int], str | None] | None = None
 
 
 def pull(
@@ -376,6 +398,7 @@ def _pull(
 ) -> Outcome:
     root = run.settings.basepath
     with state.local_lock(root):
+        _recover(run)
         record = state.load(root, run.prefix)
         previous = record.revision
         local, tree = _scan_and_read(run, record, others=options.others, head=head)
@@ -396,29 +419,87 @@ def _pull(
         outcome.previous_revision = previous
         outcome.head_index = tree.head.index if tree.head else 0
         outcome.skipped += tree.unsafe
-        if options.dry_run:
+        outcome.held = options.hold(tree.revision) if options.hold and actions else None
+        if options.dry_run or outcome.held:
+            outcome.actions = [] if outcome.held else actions
             return outcome
         after = (
             f"interrupted once revision {tree.revision} was applied; its hooks did not run "
             "(the next pull or watch hands them its changes)"
         )
+        check = options.check
         with (
             run.progress("pulling", len(actions)) as step,
-            apply.staged(run, tree, actions, local.leftovers, step) as ready,
-            signals.critical(after),
+            apply.staged(run, tree, actions, local.leftovers, step, keep=bool(check)) as ready,
         ):
-            # From the first rename on, a pull finishes: its files, then its record.
-            ready.commit(local.stats)
-            outcome.actions = ready.applied
-            outcome.skipped += ready.skipped
-            _synced(record, planned, ready.applied, tree, seen)
-            rewritten = {a.path for a in ready.applied}
-            record.hash_cache = {p: c for p, c in local.hash_cache.items() if p not in rewritten}
-            done = record.unreported + [(a.path, a.change) for a in ready.applied]
-            record.unreported = done if options.for_hooks else []
-            outcome.for_hooks = done
-            state.save(root, record)
+            if check is None:
+                with signals.critical(after):
+                    # From the first rename on, a pull finishes: its files, then its record.
+                    ready.commit(local.stats)
+                    _pulled(root, record, planned, tree, seen, local, ready, outcome, options)
+                return outcome
+            # A checked apply is kept only once its check passed: interrupted before, it is
+            # put back (as the block ends).
+            with signals.critical(f"interrupted before revision {tree.revision} was checked"):
+                ready.commit(local.stats)
+            _checked(ready, check, tree.revision)
+            with signals.critical(after):
+                ready.finish()
+                _pulled(root, record, planned, tree, seen, local, ready, outcome, options)
         return outcome
+
+
+def _checked(
+    ready: apply.Staged,
+    check: Callable[[list[tuple[str, str]], int], CheckResult],
+    revision: int,
+) -> None:
+    """Run the --check command on the applied tree; CheckRejected, with every path put back
+    as it was, when it fails. (Interrupted meanwhile, the apply is put back too.)"""
+    result = check([(a.path, a.change) for a in ready.applied], revision)
+    if result.exit == 0:
+        return
+    with signals.critical(f"interrupted while revision {revision} was put back"):
+        ready.put_back()
+    raise CheckRejected(
+        f"the --check command rejected revision {revision} (exit {result.exit}); every file "
+        "was put back as it was",
+        revision=revision,
+        exit=result.exit,
+        output=result.tail,
+    )
+
+
+def _pulled(
+    root: Path,
+    record: state.Record,
+    planned: Plan,
+    tree: RemoteTree,
+    seen: Sides,
+    local: scan.Scan,
+    ready: apply.Staged,
+    outcome: Outcome,
+    options: PullOptions,
+) -> None:
+    """Record what the pull applied (the base moves, and, with hooks, what they are owed)."""
+    outcome.actions = ready.applied
+    outcome.skipped += ready.skipped
+    _synced(record, planned, ready.applied, tree, seen)
+    rewritten = {a.path for a in ready.applied}
+    record.hash_cache = {p: c for p, c in local.hash_cache.items() if p not in rewritten}
+    done = record.unreported + [(a.path, a.change) for a in ready.applied]
+    record.unreported = done if options.for_hooks else []
+    outcome.for_hooks = done
+    state.save(root, record)
+
+
+def _recover(run: Run) -> None:
+    """Put back an apply a crash left unchecked, before anything reads the tree."""
+    if writer.recover(run.settings.basepath):
+        run.notify(
+            "put back an apply that was interrupted before its --check had passed (it is "
+            "applied and checked again)"
+        )
 
 
 def _use_payload(tree: RemoteTree, entries: list[KVEntry]) -> None:
@@ -430,6 +511,11 @@ def _use_payload(tree: RemoteTree, entries: list[KVEntry]) -> None:
             continue
         if content_hash(entry.value) == info.hash:
             tree.values.setdefault(path, entry.value)
+
+
+def local_revision(run: Run) -> int:
+    """The revision this node's record says it synced."""
+    return state.load(run.settings.basepath, run.prefix).revision
 
 
 def hooks_done(run: Run) -> None:

@@ -16,14 +16,18 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
+from fileconsul import fleet, rollout, state
 from fileconsul.deliver import DeliverOptions, Delivery, deliver
-from fileconsul.errors import ConsulUnavailable, FileconsulError, PermissionDenied
+from fileconsul.errors import CheckRejected, ConsulUnavailable, FileconsulError, PermissionDenied
+from fileconsul.events import Level
 from fileconsul.history import Head
 from fileconsul.keys import head_key
+from fileconsul.metrics import Metrics
 from fileconsul.remote import parse_head
 from fileconsul.run import Run
 
-Log = Callable[[str], None]
+#: Hears of each event: (event, message, level=..., facts...).
+Tell = Callable[..., None]
 
 
 class Stopped(BaseException):
@@ -78,6 +82,8 @@ class WatchOptions:
     wait: float = 300.0
     min_interval: float = 0.05
     max_backoff: float = 30.0
+    #: At most this many nodes apply a new revision at once, fleet-wide (None: no limit).
+    max_parallel: int | None = None
 
 
 @dataclass
@@ -96,16 +102,21 @@ class _Wake:
     head: Head | None = None
     last_wake: float = 0.0
     backoff: float = 0.0
+    #: A revision this node's --check rejected: it waits for the next one.
+    rejected: int | None = None
+    #: The revision this node holds.
+    holds: int = 0
 
 
 def watch(
     run: Run,
     options: WatchOptions,
     stopper: Stopper,
-    on_delivery: Callable[[Delivery], object],
-    log: Log,
+    tell: Tell,
+    metrics: Metrics | None = None,
 ) -> int:
-    """Deliver what is pending, then every commit as it lands, until stopped.
+    """Deliver what is pending, then every commit as it lands, until stopped; `tell` hears of
+    every event, `metrics` counts them.
 
     Every watcher blocks on the head, one small key that only a commit moves: a commit costs
     each watcher that key and the values it changed, whatever the tree's size. Writes by
@@ -116,12 +127,14 @@ def watch(
 
     Returns 0 when stopped by a signal; with `once`, the exit code of the one delivery.
     """
-    wake = _Wake()
+    metrics = metrics or Metrics()
+    wake = _Wake(holds=state.load(run.settings.basepath, run.prefix).revision)
     try:
         while True:
             try:
                 if not wake.pending:
                     _block(run, options, stopper, wake)
+                    metrics.count("wakeups")
                     if not wake.pending:
                         continue
                 elif wake.index is None:
@@ -130,15 +143,16 @@ def watch(
             except (ConsulUnavailable, PermissionDenied) as exc:
                 if options.once:
                     raise
-                wake.backoff = _back_off(wake.backoff, options, stopper, log, exc)
+                wake.backoff = _back_off(wake.backoff, options, stopper, tell, exc)
                 # Anything may have happened meanwhile, the agent may even hold a new, empty
                 # store whose index is below ours: start over from a fresh read, and look.
                 wake.index, wake.head, wake.pending, wake.others = None, None, True, True
                 continue
-            code = _deliver(run, options, stopper, on_delivery, log, wake)
+            code = _deliver(run, options, stopper, tell, metrics, wake)
             if code is not None:
                 return code
     except Stopped:
+        tell("stop", "stopped by a signal, between applies")
         return 0
 
 
@@ -146,23 +160,35 @@ def _deliver(
     run: Run,
     options: WatchOptions,
     stopper: Stopper,
-    on_delivery: Callable[[Delivery], object],
-    log: Log,
+    tell: Tell,
+    metrics: Metrics,
     wake: _Wake,
 ) -> int | None:
     wake.last_wake = time.monotonic()
     if options.random_delay > 0:
-        stopper.sleep(random.uniform(0, options.random_delay))
+        delay = random.uniform(0, options.random_delay)
+        tell("delay", f"waiting {delay:.2f}s (--random-delay) before applying", seconds=delay)
+        stopper.sleep(delay)
     head, wake.head = wake.head, None
-    with stopper.busy():
-        delivery = deliver(run, replace(options.deliver, others=wake.others), head=head)
+    if head is not None:
+        metrics.saw_head(head.revision)
+    received = run.client.bytes_received
+    settings = replace(options.deliver, others=wake.others, rejected=wake.rejected)
+    with stopper.busy(), _slot(run, options, head, wake, tell):
+        delivery = deliver(run, settings, head=head)
+    metrics.count("received_bytes", run.client.bytes_received - received)
     if wake.others:
         wake.looked = wake.last_wake
-    on_delivery(delivery)
+    if isinstance(delivery.error, CheckRejected):
+        wake.rejected = delivery.error.revision
+    metrics.delivered(delivery)
+    tell_delivery(tell, delivery)
+    if delivery.outcome is not None and not delivery.outcome.held:
+        wake.holds = delivery.outcome.revision
     if options.once:
         return delivery.exit_code
     if isinstance(delivery.error, ConsulUnavailable | PermissionDenied):
-        wake.backoff = _back_off(wake.backoff, options, stopper, log, delivery.error)
+        wake.backoff = _back_off(wake.backoff, options, stopper, tell, delivery.error)
         wake.index, wake.head, wake.others = None, None, True
         return None
     wake.pending, wake.others = False, False
@@ -173,6 +199,68 @@ def _deliver(
     elif outcome is None or outcome.head_index:
         wake.index = None  # read it again before blocking
     return None
+
+
+@contextmanager
+def _slot(
+    run: Run, options: WatchOptions, head: Head | None, wake: _Wake, tell: Tell
+) -> Iterator[None]:
+    """With --max-parallel, hold a slot while a new revision is applied (its check and hook
+    included); a wake-up with no new revision needs none."""
+    fresh = head is None or head.revision not in (wake.holds, wake.rejected)
+    if options.max_parallel is None or not fresh:
+        yield
+        return
+    node = fleet.node_name(run.client, options.deliver.node)
+    tell("slot", f"waiting for one of {options.max_parallel} slots to apply")
+    with rollout.slot(run.client, run.prefix, options.max_parallel, node):
+        yield
+
+
+def tell_delivery(tell: Tell, delivery: Delivery) -> None:
+    """The events of one delivery: apply, check, hook, halt, warnings, errors."""
+    _tell_outcome(tell, delivery)
+    _tell_commands(tell, delivery)
+    revision = delivery.revision
+    if delivery.halted_here and delivery.halt is not None:
+        reason = delivery.halt.reason
+        tell("halt", f"halted the rollout of r{revision}: {reason}", level="warning")
+    for note in delivery.notes:
+        tell("warning", note, level="warning", revision=revision)
+    if delivery.error is not None:
+        code = delivery.error.exit_code
+        tell("error", str(delivery.error), level="error", revision=revision, exit=code)
+
+
+def _tell_outcome(tell: Tell, delivery: Delivery) -> None:
+    outcome = delivery.outcome
+    if outcome is None:
+        return
+    revision = outcome.revision
+    for warning in outcome.warnings:
+        tell("warning", warning, level="warning", revision=revision)
+    for path, why in outcome.skipped:
+        tell("skipped", f"skipped {path!r}: {why}", level="warning", path=path)
+    if outcome.held:
+        tell("held", outcome.held, level="warning", revision=revision)
+    elif delivery.changed:
+        paths = [a.path for a in outcome.actions]
+        more = f" and {len(paths) - 5} more" if len(paths) > 5 else ""
+        shown = ", ".join(paths[:5]) + more
+        tell("apply", f"applied r{revision}: {shown}", revision=revision, paths=paths)
+
+
+def _tell_commands(tell: Tell, delivery: Delivery) -> None:
+    revision = delivery.revision
+    check = delivery.check
+    if check is not None:
+        level: Level = "info" if check.exit == 0 else "warning"
+        message = f"--check exited {check.exit}"
+        tell("check", message, level=level, revision=revision, exit=check.exit, output=check.tail)
+    if delivery.hook is not None:
+        level = "info" if delivery.hook_exit == 0 else "warning"
+        message = f"--exec exited {delivery.hook_exit}: {delivery.hook}"
+        tell("hook", message, level=level, revision=revision, exit=delivery.hook_exit)
 
 
 def _index(run: Run, wake: _Wake) -> None:
@@ -216,10 +304,10 @@ def _block(run: Run, options: WatchOptions, stopper: Stopper, wake: _Wake) -> No
 
 
 def _back_off(
-    backoff: float, options: WatchOptions, stopper: Stopper, log: Log, exc: Exception
+    backoff: float, options: WatchOptions, stopper: Stopper, tell: Tell, exc: Exception
 ) -> float:
     """Sleep a doubling delay, capped, while Consul is unreachable or refuses; the new delay."""
     backoff = min(max(backoff * 2, 0.5), options.max_backoff)
-    log(f"{exc}; retrying in {backoff:.1f}s")
+    tell("retry", f"{exc}; retrying in {backoff:.1f}s", level="warning", seconds=backoff)
     stopper.sleep(backoff)
     return backoff

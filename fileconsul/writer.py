@@ -21,6 +21,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from fileconsul import undo
 from fileconsul.errors import ConflictError, InvalidInput
 from fileconsul.keys import TMP_PREFIX
 from fileconsul.scan import stat_key
@@ -60,14 +61,26 @@ def _translated(rel: str, doing: str, outcome: str = _UNCHANGED) -> Iterator[Non
 
 
 @contextmanager
-def transaction(root: Path) -> Iterator[Transaction]:
+def transaction(root: Path, *, keep: bool = False) -> Iterator[Transaction]:
     """A transaction on the tree under `root`: whatever was staged and not committed when the
-    block ends (an error, an interrupt) is discarded."""
-    txn = Transaction(root)
+    block ends (an error, an interrupt) is discarded. With `keep`, a commit can be put back
+    until it is finished, and is put back if the block ends first."""
+    txn = Transaction(root, keep=keep)
     try:
         yield txn
     finally:
         txn.close()
+
+
+def recover(root: Path) -> bool:
+    """Put back an apply a crash left between its renames and its check (its journal says
+    what it did); whether there was one."""
+    log = undo.pending(root)
+    if log is None:
+        return False
+    with transaction(root) as txn, _translated("the interrupted apply", "put back", _PARTWAY):
+        log.put_back(txn._parent)
+    return True
 
 
 class Transaction:
@@ -79,8 +92,11 @@ class Transaction:
     per file.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, keep: bool = False) -> None:
         self.root = root
+        #: With `keep`: what the commit did, to put it back (None: commits are final).
+        self._undo = undo.UndoLog(root) if keep else None
+        self._committed = False
         self._dirs: dict[str, int] = {}
         #: Directories inside staged new subtrees, by the relative path they will have.
         self._inside: dict[str, int] = {}
@@ -220,6 +236,10 @@ class Transaction:
             )
         with _translated("the staged files", "make durable"):
             self._durable()
+        if self._undo is not None:
+            with _translated("the files it replaces", "keep a copy of"):
+                self._keep_backups(self._undo)
+        self._committed = True
         for rel in self._deletes:
             with _translated(rel, "delete", _PARTWAY):
                 self._delete(rel)
@@ -230,6 +250,38 @@ class Transaction:
             self._staged.pop()
         with _translated("the changed directories", "make durable", _PARTWAY):
             self._sync_dirs()
+
+    def _keep_backups(self, log: undo.UndoLog) -> None:
+        """Link each file the commit replaces to a backup, then write the journal: before any
+        rename, so that every state a crash can leave is one the journal puts back."""
+        for item in self._staged:
+            if item.is_dir:
+                log.entries.append(undo.Entry("newdir", item.rel))
+                continue
+            backup = self._tmp_name()
+            kept = log.keep(self._parent, item.rel, backup)
+            kind: undo.Kind = "replaced" if kept else "added"
+            log.entries.append(undo.Entry(kind, item.rel, backup if kept else None))
+        for rel in self._deletes:
+            log.entries.append(undo.Entry("deleted", rel, self._tmp_name()))
+        log.write()
+
+    def finish(self) -> None:
+        """Keep what was committed: drop the backups (and the directories its deletes left
+        empty)."""
+        if self._undo is not None and self._committed:
+            with _translated("the kept copies", "remove", _PARTWAY):
+                self._undo.finish(self._parent)
+                for rel in self._deletes:
+                    self._prune(rel.rpartition("/")[0])
+        self._committed = False
+
+    def put_back(self) -> None:
+        """Every path as it was before the commit."""
+        if self._undo is not None and self._committed:
+            with _translated("the files it changed", "put back", _PARTWAY):
+                self._undo.put_back(self._parent)
+        self._committed = False
 
     def _moved(self, paths: list[str], expected: Mapping[str, StatKey]) -> list[str]:
         """Which of `paths` no longer stand as `expected`, and which new directories had their
@@ -282,6 +334,12 @@ class Transaction:
         parent, name = self._parent(rel)
         if parent is None:
             return
+        if self._undo is not None:
+            # Set aside, not deleted, until the commit is finished or put back.
+            backup = next(e.backup for e in self._undo.entries if e.rel == rel and e.backup)
+            with suppress(FileNotFoundError):
+                os.rename(name, backup, src_dir_fd=parent, dst_dir_fd=parent)
+            return
         with suppress(FileNotFoundError):
             os.unlink(name, dir_fd=parent)
         self._prune(rel.rpartition("/")[0])
@@ -317,7 +375,9 @@ class Transaction:
     # -- the end --------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Discard what was staged and not committed, and close every descriptor."""
+        """Discard what was staged and not committed, put back a commit that was kept and
+        not finished, and close every descriptor."""
+        self.put_back()
         for item in self._staged:
             with suppress(OSError):
                 if item.is_dir:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import KV, Node
 from tests.consul_agent import Agent
-from tests.processes import background, fileconsul_args, wait_until
+from tests.processes import RecordingProxy, background, fileconsul_args, wait_until
 
 
 def hook_script(tmp_path: Path) -> tuple[str, Path]:
@@ -136,12 +136,26 @@ def test_watch_once_applies_what_is_pending_and_exits_like_pull(make_node: Any) 
     assert b.run("watch", "--once").exit_code == 4
 
 
-def test_watch_with_random_delay_and_stale_reads_still_applies(make_node: Any) -> None:
+@pytest.mark.parametrize(("flag", "stale"), [((), True), (("--consistent",), False)])
+def test_watch_reads_stale_by_default_and_from_the_leader_with_consistent(
+    flag: tuple[str, ...], stale: bool, make_node: Any
+) -> None:
     a, b = make_node("a"), make_node("b")
-    with background(fileconsul_args(b, "watch", "--random-delay", "0.5", "--stale")):
-        a.write("f", "1")
-        assert a.run("push").exit_code == 0
-        wait_until(lambda: (b.root / "f").exists(), what="the delayed apply")
+    proxy = RecordingProxy(b.addr)
+    try:
+        through = Node(b.root, proxy.addr, b.prefix)
+        with background(fileconsul_args(through, "watch", "--no-report", *flag)):
+            a.write("f", "1")
+            assert a.run("push").exit_code == 0
+            wait_until(lambda: (b.root / "f").exists(), what="the apply")
+    finally:
+        proxy.close()
+    head = [
+        line for line in proxy.lines if line.startswith(f"GET /v1/kv/{b.prefix}.fileconsul/head")
+    ]
+    assert head
+    asked = [("?stale" in line or "&stale" in line) for line in head]
+    assert asked == [stale] * len(head), head
 
 
 def test_watch_push_sends_local_edits_including_saves_by_rename(make_node: Any) -> None:

@@ -17,7 +17,7 @@ from fileconsul.cli.base import (
     common_options,
     open_run,
 )
-from fileconsul.cli.sync_commands import FORCE, _print_outcome
+from fileconsul.cli.sync_commands import FORCE, print_outcome
 from fileconsul.errors import EXIT_CHANGES, UsageError
 
 _REVISION = re.compile(r"r?([0-9]+)")
@@ -170,4 +170,4 @@ def rollback(
     options = revisions.RollbackOptions(message, dry_run, force, max_delete, node)
     with open_run(ctx, local=False) as (run, out):
         outcome = revisions.rollback(run, revision, options)
-    _print_outcome(out, "push", outcome, as_json, run.prefix)
+    print_outcome(out, "push", outcome, as_json, run.prefix)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 
-from fileconsul import deliver, fleet, handler, history, render, sync, watch
+from fileconsul import deliver, fleet, handler, history, render, sync
 from fileconsul.cli.base import (
     DRY_RUN,
     JSON,
@@ -22,10 +20,8 @@ from fileconsul.cli.base import (
     open_run,
     stack,
 )
-from fileconsul.consul import ConsulClient
 from fileconsul.errors import EXIT_CHANGES, FileconsulError
 from fileconsul.hooks import Hooks
-from fileconsul.run import Run
 
 FORCE = click.option(
     "--force", is_flag=True, help="Resolve conflicts for this side and lift the delete cap."
@@ -46,7 +42,15 @@ HOOK_OPTIONS = [
     click.option(
         "--on-failure",
         metavar="CMD",
-        help="Run CMD when applying or the --exec hook failed ($FILECONSUL_ERROR says why).",
+        help="Run CMD when applying, the check or the --exec hook failed ($FILECONSUL_ERROR "
+        "says why).",
+    ),
+    click.option(
+        "--check",
+        "check_cmd",
+        metavar="CMD",
+        help="Run CMD on the applied tree before --exec; when it fails, every file is put back "
+        "as it was, --on-failure runs, and the revision is reported rejected (pull exits 8).",
     ),
 ]
 
@@ -75,12 +79,12 @@ def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
     """
     if show_fleet:
         with open_run(ctx, local=False) as (run, out):
-            revision, nodes = fleet.read(run.client, run.prefix)
+            found = fleet.read(run.client, run.prefix)
         if as_json:
-            out.json(render.fleet_json(run.prefix, revision, nodes))
+            out.json(render.fleet_json(run.prefix, found))
         else:
-            out.out(render.fleet_text(revision, nodes))
-        ctx.exit(0 if nodes and all(n.state == "current" for n in nodes) else EXIT_CHANGES)
+            out.out(render.fleet_text(found))
+        ctx.exit(0 if found.all_current else EXIT_CHANGES)
     with open_run(ctx) as (run, out):
         result = sync.status(run)
     for warning in result.warnings:
@@ -137,7 +141,7 @@ def push(
         outcome = sync.push(run, options)
         if not no_report:
             outcome.warnings += deliver.report_push(run, node, outcome)
-    _print_outcome(out, "push", outcome, as_json, run.prefix)
+    print_outcome(out, "push", outcome, as_json, run.prefix)
     ctx.exit(outcome.exit_code)
 
 
@@ -163,6 +167,7 @@ def pull(
     max_delete: int | None,
     exec_cmd: str | None,
     on_failure: str | None,
+    check_cmd: str | None,
     as_json: bool,
     no_report: bool,
     node: str | None,
@@ -179,7 +184,9 @@ def pull(
       consul watch -type key -key fileconsul.fileconsul/head fileconsul pull
     """
     as_handler = "CONSUL_INDEX" in os.environ
-    options = _deliver_options(exec_cmd, on_failure, no_report, node, max_delete, force, dry_run)
+    options = deliver_options(
+        Hooks(exec_cmd, on_failure, check_cmd), no_report, node, max_delete, force, dry_run
+    )
     code = 0
     try:
         with open_run(ctx, create=True) as (run, out):
@@ -193,122 +200,27 @@ def pull(
     ctx.exit(0 if as_handler and not strict else code)
 
 
-def _deliver_options(
-    exec_cmd: str | None,
-    on_failure: str | None,
+def deliver_options(
+    hooks: Hooks,
     no_report: bool,
     node: str | None,
     max_delete: int | None,
     force: bool = False,
     dry_run: bool = False,
+    *,
+    halt: bool = False,
 ) -> deliver.DeliverOptions:
     return deliver.DeliverOptions(
-        hooks=Hooks(exec_cmd, on_failure),
+        hooks=hooks,
         report=not no_report,
         node=node,
         force=force,
         dry_run=dry_run,
         max_delete=max_delete,
+        halt_on_failure=halt,
+        # A node that checks or halts also keeps out of a halted rollout.
+        respect_halts=halt or hooks.check is not None,
     )
-
-
-@cli.command(name="watch")
-@common_options
-@lambda f: stack(f, HOOK_OPTIONS)
-@NO_REPORT
-@NODE
-@MAX_DELETE
-@click.option(
-    "--stale/--consistent",
-    default=True,
-    help="Let any Consul server answer (the default: it spreads the load over the servers; a "
-    "value not yet on that server is read again from the leader), or only the leader.",
-)
-@click.option(
-    "--random-delay",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    metavar="SECONDS",
-    help="Wait a random time up to SECONDS after a change before fetching it.",
-)
-@click.option("--once", is_flag=True, help="Apply what is pending, then exit as pull does.")
-@click.option(
-    "--push",
-    "push_local",
-    is_flag=True,
-    help="Also push local changes, after a quiet period; conflicts are reported, never forced.",
-)
-@click.option(
-    "--wait",
-    type=click.FloatRange(min=1, max=600),
-    default=300.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Longest blocking query to Consul.",
-)
-@click.pass_context
-def watch_command(
-    ctx: click.Context,
-    exec_cmd: str | None,
-    on_failure: str | None,
-    no_report: bool,
-    node: str | None,
-    max_delete: int | None,
-    stale: bool,
-    random_delay: float,
-    once: bool,
-    push_local: bool,
-    wait: float,
-) -> None:
-    """Apply every remote change as it happens (and, with --push, push local ones).
-
-    Stops cleanly on SIGTERM or SIGINT, between applies (exit 0).
-
-    \b
-    Examples:
-      fileconsul watch --basepath /etc/consul-share --exec 'systemctl reload consul'
-      fileconsul watch --push --random-delay 2
-    """
-    options = watch.WatchOptions(
-        _deliver_options(exec_cmd, on_failure, no_report, node, max_delete),
-        random_delay=random_delay,
-        once=once,
-        wait=wait,
-    )
-    stopper = watch.Stopper()
-    stopper.install()
-    try:
-        with open_run(ctx, stale=stale) as (run, out), _local_pusher(run, out, push_local):
-            code = watch.watch(
-                run, options, stopper, lambda d: _print_delivery(out, d, quiet_noop=True), out.warn
-            )
-    finally:
-        stopper.restore()
-    ctx.exit(code)
-
-
-@contextmanager
-def _local_pusher(run: Run, out: Output, enabled: bool) -> Iterator[None]:
-    """With `enabled`, push local changes from a thread of its own, on a client of its own."""
-    if not enabled:
-        yield
-        return
-    from fileconsul.pusher import LocalPusher
-
-    with ConsulClient(run.settings.consul) as client:
-        push_run = Run(run.settings, client, run.lock_wait)
-
-        def push_once() -> None:
-            outcome = sync.push(push_run)
-            if outcome.actions:
-                _print_outcome(out, "push", outcome)
-
-        pusher = LocalPusher(run.settings.basepath, push_once, out.warn)
-        pusher.start()
-        try:
-            yield
-        finally:
-            pusher.stop()
 
 
 def _print_delivery(
@@ -322,10 +234,15 @@ def _print_delivery(
     """Print what a delivery did (a watch stays silent when it did nothing); its exit code."""
     outcome = delivery.outcome
     if outcome is not None and (outcome.actions or outcome.skipped or not quiet_noop):
-        _print_outcome(out, "pull", outcome, as_json, prefix)
+        print_outcome(out, "pull", outcome, as_json, prefix)
+    if delivery.check is not None:
+        line = f"--check exited {delivery.check.exit}"
+        out.out(line) if delivery.check.exit == 0 else out.warn(f"{line}: {delivery.check.tail}")
     if delivery.hook is not None:
         line = f"hook exited {delivery.hook_exit}: {delivery.hook}"
         out.out(line) if delivery.hook_exit == 0 else out.warn(line)
+    if delivery.outcome is not None and delivery.outcome.held:
+        out.warn(delivery.outcome.held)
     for note in delivery.notes:
         out.warn(note)
     if delivery.error is not None:
@@ -333,7 +250,7 @@ def _print_delivery(
     return delivery.exit_code
 
 
-def _print_outcome(
+def print_outcome(
     out: Output, command: str, outcome: sync.Outcome, as_json: bool = False, prefix: str = ""
 ) -> None:
     if as_json:

@@ -1,0 +1,170 @@
+"""watch: a node kept in step with Consul as a service, with rollout control, logs and
+metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from fileconsul import sync, watch
+from fileconsul.cli.base import MAX_DELETE, NODE, Output, cli, common_options, open_run, stack
+from fileconsul.cli.sync_commands import (
+    HOOK_OPTIONS,
+    NO_REPORT,
+    deliver_options,
+    print_outcome,
+)
+from fileconsul.consul import ConsulClient
+from fileconsul.events import Events
+from fileconsul.hooks import Hooks
+from fileconsul.metrics import Metrics
+from fileconsul.run import Run
+
+
+@cli.command(name="watch")
+@common_options
+@lambda f: stack(f, HOOK_OPTIONS)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="At most N nodes apply a new revision (apply, check, exec) at once, fleet-wide.",
+)
+@click.option(
+    "--halt-on-failure/--no-halt-on-failure",
+    default=None,
+    help="Halt the rollout of a revision that --check rejects or --exec fails on here: no "
+    "watcher applies it [default: on with --max-parallel].",
+)
+@NO_REPORT
+@NODE
+@MAX_DELETE
+@click.option(
+    "--stale/--consistent",
+    default=True,
+    help="Let any Consul server answer (the default: it spreads the load over the servers; a "
+    "value not yet on that server is read again from the leader), or only the leader.",
+)
+@click.option(
+    "--random-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    metavar="SECONDS",
+    help="Wait a random time up to SECONDS after a change before fetching it.",
+)
+@click.option("--once", is_flag=True, help="Apply what is pending, then exit as pull does.")
+@click.option(
+    "--push",
+    "push_local",
+    is_flag=True,
+    help="Also push local changes, after a quiet period; conflicts are reported, never forced.",
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=1, max=600),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest blocking query to Consul; also how often other tools' writes are looked for.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One timestamped line per event, or one JSON object per line.",
+)
+@click.option(
+    "--metrics-addr",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics.",
+)
+@click.pass_context
+def watch_command(
+    ctx: click.Context,
+    exec_cmd: str | None,
+    on_failure: str | None,
+    check_cmd: str | None,
+    max_parallel: int | None,
+    halt_on_failure: bool | None,
+    no_report: bool,
+    node: str | None,
+    max_delete: int | None,
+    stale: bool,
+    random_delay: float,
+    once: bool,
+    push_local: bool,
+    wait: float,
+    log_format: str,
+    metrics_addr: str | None,
+) -> None:
+    """Apply every remote change as it happens (and, with --push, push local ones).
+
+    Stops cleanly on SIGTERM or SIGINT, between applies (exit 0).
+
+    \b
+    Examples:
+      fileconsul watch --basepath /etc/consul-share --exec 'systemctl reload consul'
+      fileconsul watch --check 'nginx -t' --max-parallel 2 --metrics-addr 127.0.0.1:9135
+    """
+    halt = halt_on_failure if halt_on_failure is not None else max_parallel is not None
+    hooks = Hooks(exec_cmd, on_failure, check_cmd)
+    options = watch.WatchOptions(
+        deliver_options(hooks, no_report, node, max_delete, halt=halt),
+        random_delay=random_delay,
+        once=once,
+        wait=wait,
+        max_parallel=max_parallel,
+    )
+    stopper = watch.Stopper()
+    stopper.install()
+    metrics = Metrics(metrics_addr)
+    try:
+        with open_run(ctx, stale=stale) as (run, out), _local_pusher(run, out, push_local):
+            tell = Events("json" if log_format == "json" else "text", quiet=out.quiet)
+            _start_line(run, tell, options)
+            code = watch.watch(run, options, stopper, tell, metrics)
+    finally:
+        stopper.restore()
+        metrics.close()
+    ctx.exit(code)
+
+
+def _start_line(run: Run, tell: Events, options: watch.WatchOptions) -> None:
+    revision = sync.local_revision(run)
+    tell(
+        "start",
+        f"watching {run.prefix} on {run.settings.consul.where} into {run.settings.basepath}, "
+        f"at revision {revision}",
+        addr=run.settings.consul.where,
+        prefix=run.prefix,
+        basepath=str(run.settings.basepath),
+        revision=revision,
+        max_parallel=options.max_parallel,
+    )
+
+
+@contextmanager
+def _local_pusher(run: Run, out: Output, enabled: bool) -> Iterator[None]:
+    """With `enabled`, push local changes from a thread of its own, on a client of its own."""
+    if not enabled:
+        yield
+        return
+    from fileconsul.pusher import LocalPusher
+
+    with ConsulClient(run.settings.consul) as client:
+        push_run = Run(run.settings, client, run.lock_wait)
+
+        def push_once() -> None:
+            outcome = sync.push(push_run)
+            if outcome.actions:
+                print_outcome(out, "push", outcome)
+
+        pusher = LocalPusher(run.settings.basepath, push_once, out.warn)
+        pusher.start()
+        try:
+            yield
+        finally:
+            pusher.stop()
