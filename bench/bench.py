@@ -322,7 +322,7 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
 
 def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
     """Time from a push's commit to the file on disk in a second node under `watch`."""
-    from fileconsul import config, sync
+    from fileconsul import config, push
     from fileconsul.consul import ConsulClient
     from fileconsul.run import Run
 
@@ -334,7 +334,7 @@ def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
     (a / "seed").write_text("seed")
     settings = config.settings(addr=bench.agent.addr, prefix=prefix, basepath=a, env={})
     run = Run(settings, ConsulClient(settings.consul))
-    sync.push(run)
+    push.push(run)
     args = [sys.executable, "-m", "fileconsul", "watch", "--addr", bench.agent.addr]
     args += ["--prefix", prefix, "--basepath", str(b), "--no-report", "-q"]
     watcher = subprocess.Popen(args)
@@ -345,7 +345,7 @@ def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
         for i in range(pushes):
             content = f"push {i}\n".encode()
             (a / "f").write_bytes(content)
-            sync.push(run)
+            push.push(run)
             committed = time.perf_counter()
             _wait_for(partial(_holds, target, content), 30)
             latencies.append(time.perf_counter() - committed)

@@ -8,7 +8,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass, field
 
-from fileconsul import fleet, rollout, state, sync
+from fileconsul import fleet, pull, rollout, state, sync
 from fileconsul.consul import KVEntry
 from fileconsul.errors import (
     CheckRejected,
@@ -30,7 +30,7 @@ class DeliverOptions:
     force: bool = False
     dry_run: bool = False
     max_delete: int | None = None
-    #: Look for writes by other tools (see sync.PullOptions.others).
+    #: Look for writes by other tools (see pull.PullOptions.others).
     others: bool = True
     #: Halt the rollout of a revision that --check rejects or --exec fails on here.
     halt_on_failure: bool = False
@@ -93,7 +93,7 @@ def deliver(
     delivery = Delivery()
     started = time.monotonic()
     try:
-        delivery.outcome = sync.pull(
+        delivery.outcome = pull.pull(
             run, _pull_options(run, options, delivery), entries=entries, head=head
         )
     except Interrupted:
@@ -114,7 +114,7 @@ def deliver(
         )
         delivery.hook = exec_cmd
         with suppress(FileconsulError):
-            sync.hooks_done(run)
+            pull.hooks_done(run)
     if delivery.failed and options.hooks.on_failure:
         _on_failure(run, options.hooks.on_failure, delivery)
     if options.halt_on_failure and delivery.revision and _halting(delivery):
@@ -129,7 +129,7 @@ def deliver(
     return delivery
 
 
-def _pull_options(run: Run, options: DeliverOptions, delivery: Delivery) -> sync.PullOptions:
+def _pull_options(run: Run, options: DeliverOptions, delivery: Delivery) -> pull.PullOptions:
     check_cmd = options.hooks.check
 
     def check(changes: list[tuple[str, str]], revision: int) -> CheckResult:
@@ -155,7 +155,7 @@ def _pull_options(run: Run, options: DeliverOptions, delivery: Delivery) -> sync
                 return f"revision {revision} is halted ({found.node}: {found.reason})"
         return None
 
-    return sync.PullOptions(
+    return pull.PullOptions(
         force=options.force,
         dry_run=options.dry_run,
         max_delete=options.max_delete,

@@ -1,4 +1,4 @@
-"""`fileconsul watch`: a blocking query on the prefix, and a delivery after each change.
+"""`fileconsul watch`: a blocking query on the head, and a delivery after each commit.
 
 It follows Consul's blocking-query rules: the index is never below 1, an index that goes
 backwards or an outage starts over from a fresh read, wake-ups are rate-limited, and an

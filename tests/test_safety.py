@@ -251,7 +251,7 @@ def test_a_killed_pulls_staged_directory_is_removed_without_following_its_links(
 def test_a_directory_that_appears_during_a_pull_is_never_overwritten(make_node: Any) -> None:
     import httpx
 
-    from fileconsul import sync
+    from fileconsul import pull
     from fileconsul.errors import ConflictError
 
     a, b = make_node("a"), make_node("b")
@@ -274,7 +274,7 @@ def test_a_directory_that_appears_during_a_pull_is_never_overwritten(make_node: 
 
     run = library_run(b, RecordingTransport(meanwhile))
     with pytest.raises(ConflictError, match="new changed locally during the pull") as caught:
-        sync.pull(run)
+        pull.pull(run)
     run.client.close()
     assert caught.value.exit_code == 4
     assert b.files() == {"new/mine": b"local"}

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import xxhash
 
+from fileconsul import push
 from fileconsul.keys import lock_key
 from tests.conftest import KV, Node, RecordingTransport, is_write_txn, library_run
 from tests.processes import with_fault
@@ -185,7 +186,6 @@ def test_pushes_from_two_nodes_merge_when_they_touch_different_files(
 def test_a_push_overtaken_before_its_commit_loses_the_check_and_set_and_plans_again(
     make_node: Any, kv: KV
 ) -> None:
-    from fileconsul import sync
 
     a, b = make_node("a"), make_node("b")
     a.write("f", "1")
@@ -205,7 +205,7 @@ def test_a_push_overtaken_before_its_commit_loses_the_check_and_set_and_plans_ag
 
     transport = RecordingTransport(before)
     run = library_run(a, transport)
-    outcome = sync.push(run)
+    outcome = push.push(run)
     run.client.close()
     assert 409 in transport.statuses
     assert seen[1] == {"f": b"1", "g": b"from b"}  # nothing of a's refused transaction landed
@@ -219,7 +219,6 @@ def test_a_push_overtaken_before_its_commit_loses_the_check_and_set_and_plans_ag
 def test_a_push_of_up_to_59_keys_is_one_transaction_with_its_commit_and_no_lock(
     node: Node, kv: KV
 ) -> None:
-    from fileconsul import sync
 
     node.write("seed", "an earlier push\n")
     assert node.run("push").exit_code == 0
@@ -227,7 +226,7 @@ def test_a_push_of_up_to_59_keys_is_one_transaction_with_its_commit_and_no_lock(
         node.write(f"d{i % 7}/f{i}", f"content {i}\n")
     transport = RecordingTransport()
     run = library_run(node, transport)
-    outcome = sync.push(run)
+    outcome = push.push(run)
     run.client.close()
     assert len(outcome.actions) == 59
     writes = [t for t in transport.txns() if any(op["KV"]["Verb"] == "set" for op in t)]
@@ -241,7 +240,6 @@ def test_a_push_of_up_to_59_keys_is_one_transaction_with_its_commit_and_no_lock(
 
 
 def test_more_than_62_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> None:
-    from fileconsul import sync
 
     node.write("seed", "an earlier push\n")
     assert node.run("push").exit_code == 0
@@ -249,7 +247,7 @@ def test_more_than_62_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> 
         node.write(f"d{i % 10}/f{i:03}", f"content {i}\n" * 20)
     transport = RecordingTransport()
     run = library_run(node, transport)
-    outcome = sync.push(run)
+    outcome = push.push(run)
     run.client.close()
     assert len(outcome.actions) == 300
     paths = [(m, p) for m, p, _ in transport.requests]
@@ -281,7 +279,6 @@ def test_more_than_62_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> 
 def test_a_push_that_another_push_overtakes_before_its_lock_plans_again(
     make_node: Any, kv: KV
 ) -> None:
-    from fileconsul import sync
 
     a, b = make_node("a"), make_node("b")
     a.write("seed", "s\n")
@@ -299,7 +296,7 @@ def test_a_push_that_another_push_overtakes_before_its_lock_plans_again(
             overtaken.append(True)
 
     run = library_run(a, RecordingTransport(before))
-    outcome = sync.push(run)
+    outcome = push.push(run)
     run.client.close()
     assert overtaken
     assert len(outcome.actions) == 70

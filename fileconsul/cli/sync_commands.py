@@ -1,4 +1,4 @@
-"""status, push, pull and watch: moving files between this node and Consul."""
+"""status, push and pull: moving files between this node and Consul."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from fileconsul.cli.base import (
 )
 from fileconsul.errors import EXIT_CHANGES, FileconsulError
 from fileconsul.hooks import Hooks
+from fileconsul.push import PushOptions
+from fileconsul.push import push as push_tree
 
 FORCE = click.option(
     "--force", is_flag=True, help="Resolve conflicts for this side and lift the delete cap."
@@ -136,9 +138,9 @@ def push(
       fileconsul push --dry-run
       fileconsul push -m "raise the ntp poll interval"
     """
-    options = sync.PushOptions(force, dry_run, max_delete, message, keep, node)
+    options = PushOptions(force, dry_run, max_delete, message, keep, node)
     with open_run(ctx) as (run, out):
-        outcome = sync.push(run, options)
+        outcome = push_tree(run, options)
         if not no_report:
             outcome.warnings += deliver.report_push(run, node, outcome)
     print_outcome(out, "push", outcome, as_json, run.prefix)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import click
 
-from fileconsul import sync, watch
+from fileconsul import pull, push, watch
 from fileconsul.cli.base import MAX_DELETE, NODE, Output, cli, common_options, open_run, stack
 from fileconsul.cli.sync_commands import (
     HOOK_OPTIONS,
@@ -133,7 +133,7 @@ def watch_command(
 
 
 def _start_line(run: Run, tell: Events, options: watch.WatchOptions) -> None:
-    revision = sync.local_revision(run)
+    revision = pull.local_revision(run)
     tell(
         "start",
         f"watching {run.prefix} on {run.settings.consul.where} into {run.settings.basepath}, "
@@ -152,13 +152,13 @@ def _local_pusher(run: Run, out: Output, enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
-    from fileconsul.pusher import LocalPusher
+    from fileconsul.autopush import LocalPusher
 
     with ConsulClient(run.settings.consul) as client:
         push_run = Run(run.settings, client, run.lock_wait)
 
         def push_once() -> None:
-            outcome = sync.push(push_run)
+            outcome = push.push(push_run)
             if outcome.actions:
                 print_outcome(out, "push", outcome)
 
