@@ -81,10 +81,12 @@ def tree_items(root: Path) -> list[tuple[str, bytes]]:
 
 
 class Bench:
-    def __init__(self, agent: Agent, consul: str, work: Path) -> None:
+    def __init__(self, agent: Agent, consul: str, work: Path, python: str) -> None:
         self.agent = agent
         self.consul = consul
         self.work = work
+        #: The interpreter that runs fileconsul's commands: a user's install of it.
+        self.python = python
         # The floor at its best: values are incompressible, so no gzip; base64 by the same
         # SIMD codec fileconsul uses.
         self.http = httpx.Client(
@@ -101,9 +103,10 @@ class Bench:
         if prefix:
             self.http.delete(f"/v1/kv/{prefix}/", params={"recurse": ""}).raise_for_status()
             self.http.delete(f"/v1/kv/{prefix}.lock").raise_for_status()
+            self.http.delete(f"/v1/kv/{prefix}.fileconsul/", params={"recurse": ""})
 
     def fileconsul(self, command: str, prefix: str, basepath: Path, *extra: str) -> Measure:
-        args = [sys.executable, "-m", "fileconsul", command, "-v", "--addr", self.agent.addr]
+        args = [self.python, "-m", "fileconsul", command, "-v", "--addr", self.agent.addr]
         args += ["--prefix", prefix, "--basepath", str(basepath)]
         if command == "pull":
             args.append("--no-report")
@@ -112,7 +115,7 @@ class Bench:
     def startup(self) -> Measure:
         """A fileconsul process that only starts (`--version`): the interpreter and the
         imports of the command line, which every command pays before its work."""
-        return self.timed([sys.executable, "-m", "fileconsul", "--version"])
+        return self.timed([self.python, "-m", "fileconsul", "--version"])
 
     def timed(self, args: list[str], allowed: tuple[int, ...] = (0,)) -> Measure:
         """Run a command; its wall time, bytes received (from -v) and peak RSS."""
@@ -136,6 +139,27 @@ class Bench:
             if "bytes received" in line:
                 received = int(line.split(",")[1].split()[0])
         return Measure(seconds, received, rss)
+
+    def head(self, prefix: str) -> int:
+        """The head revision of `prefix` (0: none yet)."""
+        response = self.http.get(f"/v1/kv/{prefix}.fileconsul/head", params={"raw": ""})
+        return int(response.json()["revision"]) if response.status_code == 200 else 0
+
+    def history_held(self, prefix: str) -> dict[str, Any]:
+        """What fileconsul keeps beside the tree, by kind: keys and bytes of values."""
+        response = self.http.get(f"/v1/kv/{prefix}.fileconsul/", params={"recurse": ""})
+        kinds: dict[str, dict[str, int]] = {}
+        for entry in response.json():
+            kind = entry["Key"][len(prefix) + len(".fileconsul/") :].split("/")[0]
+            held = kinds.setdefault(kind, {"keys": 0, "bytes": 0})
+            held["keys"] += 1
+            held["bytes"] += len(pybase64.b64decode(entry["Value"] or ""))
+        return {
+            "revisions": kinds.get("log", {}).get("keys", 0),
+            "keys": sum(k["keys"] for k in kinds.values()),
+            "bytes": sum(k["bytes"] for k in kinds.values()),
+            "by_kind": kinds,
+        }
 
     # -- baselines -------------------------------------------------------------------------
 
@@ -279,6 +303,7 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
         target = src / items[i + 1][0]
         target.write_bytes(os.urandom(FILE_SIZE))
         record("push one changed", lambda: bench.fileconsul("push", prefix, src))
+    held = history_cases(bench, prefix, src, items, runs, record)
     medians = {name: case.median() for name, case in cases.items()}
     result = {
         "files": count,
@@ -293,6 +318,7 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
             for name, m in medians.items()
         },
     }
+    result["history"] = held
     s = {name: m.seconds for name, m in medians.items()}
     # The floor is the best way of each: serial or in flight, one read or transactions.
     floor_writes = min(v for k, v in s.items() if k.startswith("floor: txn writes"))
@@ -320,6 +346,45 @@ def run_size(bench: Bench, count: int, runs: int) -> dict[str, Any]:
     return result
 
 
+def history_cases(
+    bench: Bench,
+    prefix: str,
+    src: Path,
+    items: list[tuple[str, bytes]],
+    runs: int,
+    record: Callable[[str, Callable[[], Measure]], None],
+) -> dict[str, Any]:
+    """The history at its default depth: one-file pushes (in-process, untimed) until the head
+    is past the revisions kept, then `log` of all of them, `diff` of one file against the
+    revision before, and `rollback` of one changed file. (A one-file push with history is
+    "push one changed".) Returns what the history holds in Consul."""
+    from fileconsul import config, history, push
+    from fileconsul.consul import ConsulClient
+    from fileconsul.run import Run
+
+    settings = config.settings(addr=bench.agent.addr, prefix=prefix, basepath=src, env={})
+    run = Run(settings, ConsulClient(settings.consul))
+    try:
+        for i in range(history.DEFAULT_KEEP + 10 - bench.head(prefix)):
+            (src / items[1 + i % (len(items) - 1)][0]).write_bytes(os.urandom(FILE_SIZE))
+            push.push(run)
+    finally:
+        run.client.close()
+    held = bench.history_held(prefix)
+    last = items[1 + (history.DEFAULT_KEEP + 9) % (len(items) - 1)][0]
+    for _ in range(runs):
+        record("log, every kept revision", partial(bench.fileconsul, "log", prefix, src))
+    before = str(bench.head(prefix) - 1)
+    for _ in range(runs):
+        record("diff of one file", partial(bench.fileconsul, "diff", prefix, src, before, last))
+    for _ in range(runs):
+        # The revision before the head differs from it by one file: each rollback restores it.
+        back = str(bench.head(prefix) - 1)
+        rollback = partial(bench.fileconsul, "rollback", prefix, src, back)
+        record("rollback of one changed file", rollback)
+    return held
+
+
 def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
     """Time from a push's commit to the file on disk in a second node under `watch`."""
     from fileconsul import config, push
@@ -335,7 +400,7 @@ def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
     settings = config.settings(addr=bench.agent.addr, prefix=prefix, basepath=a, env={})
     run = Run(settings, ConsulClient(settings.consul))
     push.push(run)
-    args = [sys.executable, "-m", "fileconsul", "watch", "--addr", bench.agent.addr]
+    args = [bench.python, "-m", "fileconsul", "watch", "--addr", bench.agent.addr]
     args += ["--prefix", prefix, "--basepath", str(b), "--no-report", "-q"]
     watcher = subprocess.Popen(args)
     latencies = []
@@ -387,6 +452,11 @@ def table(results: list[dict[str, Any]], watch: dict[str, Any]) -> str:
             )
         for name, ratio in res["ratios"].items():
             lines.append(f"  ratio {name:<52} {ratio:>8}")
+        held = res["history"]
+        lines.append(
+            f"  history in Consul: {held['revisions']} revisions, {held['keys']} keys, "
+            f"{held['bytes']} bytes ({', '.join(f'{k}: {v}' for k, v in held['by_kind'].items())})"
+        )
     lines.append(
         f"\nwatch propagation over {watch['pushes']} pushes: p50 {watch['p50_ms']} ms, "
         f"p99 {watch['p99_ms']} ms"
@@ -406,6 +476,11 @@ def main() -> None:
         "--fleet-idle", type=float, default=10.0, help="seconds to measure the idle agent"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter that runs fileconsul's commands (scripts/bench: a clean install)",
+    )
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fileconsul-bench-"))
     # pip compiles an installed package's bytecode; a source checkout under
@@ -414,7 +489,7 @@ def main() -> None:
     agent = Agent(consul_binary()).start()
     try:
         consul = consul_binary()
-        bench = Bench(agent, consul, work)
+        bench = Bench(agent, consul, work, opts.python)
         version = subprocess.run([consul, "version"], capture_output=True, text=True).stdout
         results = [run_size(bench, int(n), opts.runs) for n in opts.sizes.split(",")]
         watch = watch_latency(bench, opts.watch_pushes)

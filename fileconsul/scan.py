@@ -67,28 +67,33 @@ def scan(root: Path, cache: Mapping[str, Cached] | None = None, *, keep_bytes: i
     """
     cache = cache or {}
     result = Scan(rules=_ignore_spec(root))
-    now_ns = time.time_ns()
-    for rel, entry in _walk(root, result.rules, result):
+    racy = time.time_ns() - _RACY_NS
+    files, stats, hash_cache = result.files, result.stats, result.hash_cache
+    for rel, entry in _walk(root, result.rules, result, cache):
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:
             raise InvalidInput(f"cannot stat {rel} ({exc.strerror}); fix or ignore it") from exc
-        key = stat_key(st)
+        size, mtime = st.st_size, st.st_mtime_ns
         cached = cache.get(rel)
-        if cached is not None and cached.stat == key:
-            digest = cached.hash
-        else:
-            keep: list[bytes] | None = [] if st.st_size <= keep_bytes else None
-            st, digest = _hash_stable(entry.path, rel, st, keep)
-            key = stat_key(st)
-            result.bytes_hashed += st.st_size
-            if keep is not None:
-                result.contents[rel] = b"".join(keep)
-                keep_bytes -= st.st_size
-        if now_ns - st.st_mtime_ns > _RACY_NS:
-            result.hash_cache[rel] = Cached(digest, *key)
-        result.files[rel] = FileInfo(digest, st.st_size, file_mode(st))
-        result.stats[rel] = key
+        if cached is not None and cached[1:] == (size, mtime, st.st_ino):
+            # The common case, kept cheap: the cached entry and its hash serve as they are.
+            stats[rel] = (size, mtime, st.st_ino)
+            files[rel] = FileInfo(cached.hash, size, st.st_mode & 0o777)
+            if mtime < racy:
+                hash_cache[rel] = cached
+            continue
+        keep: list[bytes] | None = [] if size <= keep_bytes else None
+        st, digest = _hash_stable(entry.path, rel, st, keep)
+        key = stat_key(st)
+        result.bytes_hashed += st.st_size
+        if keep is not None:
+            contents = result.contents[rel] = b"".join(keep)
+            keep_bytes -= len(contents)
+        if st.st_mtime_ns < racy:
+            hash_cache[rel] = Cached(digest, *key)
+        files[rel] = FileInfo(digest, st.st_size, file_mode(st))
+        stats[rel] = key
     # Directories are read in no particular order; reports list paths sorted.
     result.skipped.sort()
     result.unsafe.sort()
@@ -111,9 +116,10 @@ def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:
 
 
 def _walk(
-    root: Path, spec: pathspec.GitIgnoreSpec | None, result: Scan
+    root: Path, spec: pathspec.GitIgnoreSpec | None, result: Scan, known: Mapping[str, object]
 ) -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """Every regular file to sync, as (relative path, entry); the rest is noted on `result`."""
+    """Every regular file to sync, as (relative path, entry); the rest is noted on `result`.
+    A path in `known` (the hash cache, where only files to sync go) is not checked again."""
     base = os.fspath(root)
     pending = [""]
     while pending:
@@ -124,6 +130,9 @@ def _walk(
             raise InvalidInput(f"cannot list {rel_dir or root} ({exc.strerror})") from exc
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if spec is None and rel in known and entry.is_file(follow_symlinks=False):
+                yield rel, entry
+                continue
             kind = _kind(rel, entry, spec, top=not rel_dir)
             if kind == "file":
                 yield rel, entry

@@ -25,6 +25,9 @@ CASES = {
     "floor: txn gets, 4 in flight",
     "pull one changed",
     "push one changed",
+    "log, every kept revision",
+    "diff of one file",
+    "rollback of one changed file",
 }
 
 
@@ -65,6 +68,11 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
     assert size["cases"]["pull into empty dir"]["received_bytes"] >= 100 * 4096
     assert size["cases"]["status, no change"]["peak_rss_mb"] > 0
     assert set(size["ratios"]) >= {"first push / consul kv import", "first push / floor writes"}
+    held = size["history"]
+    assert held["revisions"] == 100  # the default kept, after more pushes than that
+    assert held["by_kind"]["log"]["keys"] == 100
+    assert held["by_kind"]["manifests"]["keys"] == 1
+    assert held["by_kind"]["blobs"]["bytes"] >= 99 * 4096  # each replaced value kept once
     assert report["watch"]["pushes"] == 3
     assert "first push" in result.stdout
     fleet = {row["design"].split()[0]: row for row in report["fleet"]}
