@@ -126,3 +126,15 @@ def test_the_demo_replays_the_article_and_checks_every_step() -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "The demo ran as expected." in result.stdout
     assert "fileconsul status" in result.stdout
+
+
+def test_every_test_the_guarantees_name_exists() -> None:
+    """A promise names its test: the test must exist, so that the promise is checked."""
+    text = (ROOT / "docs" / "guarantees.md").read_text()
+    named = re.findall(r"`(test_\w+\.py)(?:::(test_\w+)(\*)?)?`", text)
+    assert len(named) > 30
+    for module, test, wildcard in named:
+        source = (ROOT / "tests" / module).read_text()
+        if test:
+            pattern = rf"^def {test}\w*\(" if wildcard else rf"^def {test}\("
+            assert re.search(pattern, source, re.M), f"{module}::{test} does not exist"

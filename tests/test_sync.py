@@ -239,7 +239,9 @@ def test_a_push_of_up_to_59_keys_is_one_transaction_with_its_commit_and_no_lock(
     assert len(kv.files(node.prefix)) == 60
 
 
-def test_more_than_62_files_go_in_batches_under_the_lock(node: Node, kv: KV) -> None:
+def test_a_larger_push_goes_in_batches_that_check_the_head_under_the_lock(
+    node: Node, kv: KV
+) -> None:
 
     node.write("seed", "an earlier push\n")
     assert node.run("push").exit_code == 0
