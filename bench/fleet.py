@@ -164,7 +164,7 @@ def one_design(
     files: int,
     count: int,
     pushes: int,
-    idle: float,
+    idle_seconds: float,
 ) -> dict[str, Any]:
     addr = agent_url.removeprefix("http://")
     prefix = f"fleet-{design.name.split()[0]}-{files}-{count}-{time.monotonic_ns()}"
@@ -181,6 +181,9 @@ def one_design(
         with watchers(design, addr, prefix, roots):
             wait_for(lambda: all((r / "a1/b0/c0/f00001.bin").exists() for r in roots), 900)
             time.sleep(2)  # the initial pulls' reports land, the agent settles
+            # What the agent spends on its own is measured here, holding this tree and these
+            # watchers' blocking queries, and is not counted as the pushes' or the watchers'.
+            idle_rate_now = idle_rate(agent_pid, idle_seconds)
             before = usage(agent_pid)
             key = design.commit_key.format(prefix=prefix)
             for _ in range(pushes):
@@ -200,6 +203,9 @@ def one_design(
                 time.sleep(0.5)  # the reports of this push land
             after = usage(agent_pid)
     finally:
+        # The tree, its history, its lock and reports: every key that starts with the prefix,
+        # which is this run's alone, so that the agent holds one tree at a time.
+        http.delete(f"/v1/kv/{prefix}", params={"recurse": ""})
         http.close()
         for path in [src, *roots]:
             shutil.rmtree(path, ignore_errors=True)
@@ -208,8 +214,8 @@ def one_design(
         "files": files,
         "watchers": count,
         "pushes": pushes,
-        # What the agent spends on its own meanwhile is not the watchers' (nor the pushes').
-        "cpu_s": after.cpu - before.cpu - idle * (after.at - before.at),
+        "cpu_s": after.cpu - before.cpu - idle_rate_now * (after.at - before.at),
+        "idle_cpu_ms_per_s": round(1000 * idle_rate_now, 2),
         "written": after.written - before.written,
         "converged_p50_s": round(statistics.median(converged), 3) if converged else 0.0,
         "converged_max_s": round(max(converged), 3) if converged else 0.0,
@@ -264,16 +270,14 @@ def fleet(
             designs.append(Design(name, str(old), "{prefix}/.fileconsul/manifest"))
         for design in designs:
             design.check()
-        idle = idle_rate(agent_pid, idle_seconds)
         rows = []
         for files in sizes:
             for design in designs:
                 args = (agent_url, agent_pid, work, files)
-                alone = one_design(design, *args, 0, pushes, idle)
+                alone = one_design(design, *args, 0, pushes, idle_seconds)
                 for count in counts:
-                    watched = one_design(design, *args, count, pushes, idle)
+                    watched = one_design(design, *args, count, pushes, idle_seconds)
                     rows.append(per_watcher(watched, alone))
-                    rows[-1]["agent_idle_cpu_ms_per_s"] = round(1000 * idle, 2)
         return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
