@@ -73,9 +73,19 @@ def test_the_readme_is_short_enough_to_finish() -> None:
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_in_the_docs_resolves(doc: Path) -> None:
-    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text()):
-        if "://" not in target:
-            assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+    for target, anchor in re.findall(r"\]\(([^)#]*)(?:#([^)]*))?\)", doc.read_text()):
+        if "://" in target:
+            continue
+        linked = doc.parent / target if target else doc
+        assert linked.exists(), f"{doc.name} links to missing {target}"
+        if anchor:
+            assert anchor in _anchors(linked), f"{doc.name} links to missing {target}#{anchor}"
+
+
+def _anchors(doc: Path) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings."""
+    headings = re.findall(r"^#+ (.+)$", doc.read_text(), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
 def test_the_dockerfile_passes_hadolint_and_installs_this_version() -> None:
