@@ -205,7 +205,8 @@ def one_design(
     finally:
         # The tree, its history, its lock and reports: every key that starts with the prefix,
         # which is this run's alone, so that the agent holds one tree at a time.
-        http.delete(f"/v1/kv/{prefix}", params={"recurse": ""})
+        with suppress(httpx.HTTPError):
+            http.delete(f"/v1/kv/{prefix}", params={"recurse": ""})
         http.close()
         for path in [src, *roots]:
             shutil.rmtree(path, ignore_errors=True)
