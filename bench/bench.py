@@ -405,14 +405,14 @@ def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
     watcher = subprocess.Popen(args)
     latencies = []
     try:
-        _wait_for(lambda: (b / "seed").exists(), 30)
+        fleet.wait_for(lambda: (b / "seed").exists(), 30, poll=0.001)
         target = b / "f"
         for i in range(pushes):
             content = f"push {i}\n".encode()
             (a / "f").write_bytes(content)
             push.push(run)
             committed = time.perf_counter()
-            _wait_for(partial(_holds, target, content), 30)
+            fleet.wait_for(partial(_holds, target, content), 30, poll=0.001)
             latencies.append(time.perf_counter() - committed)
     finally:
         watcher.terminate()
@@ -430,14 +430,6 @@ def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
 
 def _holds(path: Path, content: bytes) -> bool:
     return path.exists() and path.read_bytes() == content
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError("timed out")
-        time.sleep(0.001)
 
 
 def table(results: list[dict[str, Any]], watch: dict[str, Any]) -> str:

@@ -148,12 +148,12 @@ def watchers(design: Design, addr: str, prefix: str, roots: list[Path]) -> Itera
                 proc.wait()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float, poll: float = 0.005) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise RuntimeError("timed out")
-        time.sleep(0.005)
+        time.sleep(poll)
 
 
 def one_design(

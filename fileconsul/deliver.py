@@ -195,7 +195,7 @@ def _halt(run: Run, options: DeliverOptions, delivery: Delivery) -> None:
     else:
         reason = f"--exec exited {delivery.hook_exit}"
     stop = rollout.Halt(
-        delivery.revision, fleet.node_name(run.client, options.node), rollout.now(), reason
+        delivery.revision, fleet.node_name(run.client, options.node), fleet.now(), reason
     )
     try:
         rollout.halt(run.client, run.prefix, stop)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import xxhash
@@ -20,6 +20,15 @@ class FileInfo(NamedTuple):
 
 #: A tree: relative path -> facts.
 Files = Mapping[str, FileInfo]
+
+
+def update(files: dict[str, FileInfo], changes: Iterable[tuple[str, FileInfo | None]]) -> None:
+    """Set each (path, facts) on `files`, in place; None removes the path."""
+    for path, info in changes:
+        if info is None:
+            files.pop(path, None)
+        else:
+            files[path] = info
 
 
 def content_hash(data: bytes) -> str:

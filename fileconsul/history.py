@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from fileconsul import columns, manifest
+from fileconsul import columns, fileinfo, manifest
 from fileconsul.fileinfo import FileInfo, Files
 from fileconsul.manifest import FILE_COLUMNS, check_format
 from fileconsul.plan import ChangeKind, classify
@@ -51,20 +51,12 @@ def diff(before: Files, after: Files) -> list[Change]:
 
 def forward(files: dict[str, FileInfo], changes: Iterable[Change]) -> None:
     """Apply `changes` to `files`, in place."""
-    for change in changes:
-        if change.new is None:
-            files.pop(change.path, None)
-        else:
-            files[change.path] = change.new
+    fileinfo.update(files, ((c.path, c.new) for c in changes))
 
 
 def backward(files: dict[str, FileInfo], changes: Iterable[Change]) -> None:
     """Undo `changes` on `files`, in place."""
-    for change in changes:
-        if change.old is None:
-            files.pop(change.path, None)
-        else:
-            files[change.path] = change.old
+    fileinfo.update(files, ((c.path, c.old) for c in changes))
 
 
 def digest_after(before: str, changes: Iterable[Change]) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing, suppress
 from dataclasses import dataclass
 
-from fileconsul import history, journal, remote, retention, scan
+from fileconsul import fileinfo, history, journal, remote, retention, scan
 from fileconsul.batching import batches, in_flight
 from fileconsul.consul import (
     TXN_MAX_BODY,
@@ -103,11 +103,7 @@ class Prepared:
 def files_after(tree_files: Files, actions: Sequence[Action]) -> dict[str, FileInfo]:
     """The tree once `actions` are applied to it."""
     files = dict(tree_files)
-    for action in actions:
-        if action.target is None:
-            files.pop(action.path, None)
-        else:
-            files[action.path] = action.target
+    fileinfo.update(files, ((a.path, a.target) for a in actions))
     return files
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
@@ -145,7 +144,3 @@ def read_halt(entry: KVEntry | None) -> Halt | None:
         )
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def now() -> float:
-    return round(time.time(), 3)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from fileconsul import columns
+from fileconsul import columns, fileinfo
 from fileconsul.errors import ConflictError, InvalidInput
 from fileconsul.fileinfo import FileInfo
 from fileconsul.keys import INTERNAL_DIR
@@ -77,11 +77,7 @@ class Record:
 
     def advance(self, changes: Iterable[tuple[str, FileInfo | None]]) -> None:
         """Take each (path, state now the same on both sides; None when gone)."""
-        for path, info in changes:
-            if info is None:
-                self.files.pop(path, None)
-            else:
-                self.files[path] = info
+        fileinfo.update(self.files, changes)
 
 
 def internal_dir(basepath: Path) -> Path:
