@@ -358,12 +358,14 @@ def history_cases(
     is past the revisions kept, then `log` of all of them, `diff` of one file against the
     revision before, and `rollback` of one changed file. (A one-file push with history is
     "push one changed".) Returns what the history holds in Consul."""
-    from fileconsul import config, history, push
-    from fileconsul.consul import ConsulClient
-    from fileconsul.run import Run
+    from fileconsul import config
+    from fileconsul.commands import push
+    from fileconsul.commands.context import Context
+    from fileconsul.model import records as history
+    from fileconsul.store.client import ConsulClient
 
     settings = config.settings(addr=bench.agent.addr, prefix=prefix, basepath=src, env={})
-    run = Run(settings, ConsulClient(settings.consul))
+    run = Context(settings, ConsulClient(settings.consul))
     try:
         for i in range(history.DEFAULT_KEEP + 10 - bench.head(prefix)):
             (src / items[1 + i % (len(items) - 1)][0]).write_bytes(os.urandom(FILE_SIZE))
@@ -387,9 +389,10 @@ def history_cases(
 
 def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
     """Time from a push's commit to the file on disk in a second node under `watch`."""
-    from fileconsul import config, push
-    from fileconsul.consul import ConsulClient
-    from fileconsul.run import Run
+    from fileconsul import config
+    from fileconsul.commands import push
+    from fileconsul.commands.context import Context
+    from fileconsul.store.client import ConsulClient
 
     work = Path(tempfile.mkdtemp(prefix="watch-", dir=bench.work))
     a, b = work / "a", work / "b"
@@ -398,7 +401,7 @@ def watch_latency(bench: Bench, pushes: int) -> dict[str, Any]:
     prefix = bench.prefix()
     (a / "seed").write_text("seed")
     settings = config.settings(addr=bench.agent.addr, prefix=prefix, basepath=a, env={})
-    run = Run(settings, ConsulClient(settings.consul))
+    run = Context(settings, ConsulClient(settings.consul))
     push.push(run)
     args = [bench.python, "-m", "fileconsul", "watch", "--addr", bench.agent.addr]
     args += ["--prefix", prefix, "--basepath", str(b), "--no-report", "-q"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fileconsul.errors import UsageError
-from fileconsul.keys import normalize_prefix
+from fileconsul.model.paths import normalize_prefix
 
 DEFAULT_ADDR = "127.0.0.1:8500"
 DEFAULT_PREFIX = "fileconsul"

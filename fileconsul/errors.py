@@ -1,14 +1,28 @@
-"""One exception tree; each class carries the process exit code the CLI uses for it."""
+"""One exception tree; each class carries the process exit code the CLI uses for it.
+
+    FileconsulError                  1  (never raised itself)
+    ├── UsageError                   2  a bad option, prefix, path or address
+    ├── ConsulUnavailable            3  unreachable, timed out, no leader, 5xx
+    ├── ConflictError                4  both sides changed; a lost check-and-set
+    │   ├── LockHeld                 4  another push held the lock past --lock-wait
+    │   └── TxnFailed (store)        4  Consul rolled a transaction back
+    ├── InvalidInput                 5  too large, unreadable, unsafe, a refused plan
+    │   ├── NewerFormat (model)      5  written by a newer fileconsul
+    │   └── UnsafeLocalPath (local)  5  a link or a non-file in the way of a write
+    ├── PermissionDenied             6  Consul's ACLs refused (403)
+    ├── IntegrityError               7  a value, a record, a manifest or the head is corrupt
+    ├── CheckRejected                8  the --check command rejected the change
+    └── Interrupted                130  Ctrl-C or SIGTERM
+
+Anything else that escapes is a bug: the CLI reports it in one line with exit 70.
+"""
 
 from __future__ import annotations
 
-EXIT_OK = 0
+#: `status` found something to move, `diff` a difference, `status --fleet` a node behind.
 EXIT_CHANGES = 1
-
-
-def count(number: int, noun: str) -> str:
-    """'1 file', '2 files': a number and its noun, for messages."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+#: An unexpected exception: a bug in fileconsul (sysexits' EX_SOFTWARE).
+EXIT_INTERNAL = 70
 
 
 class FileconsulError(Exception):
@@ -28,9 +42,13 @@ class ConsulUnavailable(FileconsulError):
 
 
 class ConflictError(FileconsulError):
-    """Both sides changed, a check-and-set was lost, or a lock was held past the wait."""
+    """Both sides changed, or a check-and-set was lost."""
 
     exit_code = 4
+
+
+class LockHeld(ConflictError):
+    """Another push, or another fileconsul on this basepath, held the lock past the wait."""
 
 
 class InvalidInput(FileconsulError):
@@ -46,7 +64,7 @@ class PermissionDenied(FileconsulError):
 
 
 class IntegrityError(FileconsulError):
-    """A value never matched its hash."""
+    """A value never matched its hash, or what fileconsul keeps in Consul is corrupt."""
 
     exit_code = 7
 
@@ -63,7 +81,3 @@ class CheckRejected(FileconsulError):
 
 class Interrupted(FileconsulError):
     exit_code = 130
-
-
-#: An unexpected exception: a bug in fileconsul (sysexits' EX_SOFTWARE).
-EXIT_INTERNAL = 70

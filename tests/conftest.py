@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from fileconsul.cli import cli
-from fileconsul.run import Run
+from fileconsul.commands.context import Context
 from tests.consul_agent import STARTED, Agent, consul_binary
 
 _counter = itertools.count()
@@ -199,6 +199,16 @@ class KV:
         response = httpx.put(f"{self.url}/v1/txn", json=ops, headers=self._headers())
         assert response.status_code == 200, response.text
 
+    def end_sessions(self, name_prefix: str) -> int:
+        """Destroy every session whose name starts with `name_prefix`, as Consul does when the
+        TTL of a process killed with SIGKILL runs out (up to twice the TTL later): what comes
+        after is the same, without the wait. How many there were."""
+        sessions = httpx.get(f"{self.url}/v1/session/list", headers=self._headers()).json()
+        doomed = [s["ID"] for s in sessions if str(s.get("Name", "")).startswith(name_prefix)]
+        for session in doomed:
+            httpx.put(f"{self.url}/v1/session/destroy/{session}", headers=self._headers())
+        return len(doomed)
+
     def put(self, key: str, value: bytes, **params: Any) -> None:
         response = httpx.put(
             f"{self.url}/v1/kv/{key}", content=value, params=params, headers=self._headers()
@@ -246,12 +256,12 @@ def is_write_txn(request: httpx.Request) -> bool:
     return request.url.path == "/v1/txn" and b'"Verb":"get' not in body.replace(b" ", b"")
 
 
-def library_run(node: Node, transport: httpx.BaseTransport | None = None, **kw: Any) -> Run:
-    """A Run for `node`, on a client that may record its traffic."""
+def library_run(node: Node, transport: httpx.BaseTransport | None = None, **kw: Any) -> Context:
+    """A Context for `node`, on a client that may record its traffic."""
     from fileconsul import config
-    from fileconsul.consul import ConsulClient
+    from fileconsul.store.client import ConsulClient
 
     settings = config.settings(
         addr=node.addr, prefix=node.prefix, basepath=node.root, token=node.token, env={}
     )
-    return Run(settings, ConsulClient(settings.consul, transport=transport), **kw)
+    return Context(settings, ConsulClient(settings.consul, transport=transport), **kw)

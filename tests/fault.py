@@ -19,7 +19,7 @@ import time
 import httpx
 
 from fileconsul.cli import main
-from fileconsul.keys import TMP_PREFIX
+from fileconsul.model.paths import TMP_PREFIX
 from tests.conftest import is_write_txn
 
 _real_handle = httpx.HTTPTransport.handle_request

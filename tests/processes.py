@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import Node
+from tests.conftest import KV, Node
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
@@ -90,13 +90,17 @@ def background(args: list[str], env: dict[str, str] | None = None) -> Iterator[B
 def with_fault(
     node: Node, fault: str, command: str, *extra: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run a fileconsul command of `node` with a fault injected (see tests/fault.py)."""
+    """Run a fileconsul command of `node` with a fault injected (see tests/fault.py). After a
+    kill, the push lock's session it left is ended, as its TTL would end it."""
     args = fileconsul_args(node, command, *extra)
     args[1:3] = ["-m", "tests.fault"]
     env = {**os.environ, "FILECONSUL_TEST_FAULT": fault}
-    return subprocess.run(
+    done = subprocess.run(
         args, capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
+    if done.returncode == -signal.SIGKILL:
+        KV(f"http://{node.addr}", node.token).end_sessions(f"fileconsul push {node.prefix}")
+    return done
 
 
 class RecordingProxy:

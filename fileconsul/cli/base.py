@@ -1,6 +1,6 @@
 """What every command shares: the error boundary (one line on stderr, the exit code), the
 connection and path options (before or after the command name, into one `Common` object on
-the click context), the output, and the Run each command works with."""
+the click context), the output, and the Context each command works with."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 import click
 
 from fileconsul import __version__, config
-from fileconsul.consul import ConsulClient
+from fileconsul.commands.context import Context
 from fileconsul.errors import EXIT_INTERNAL, FileconsulError, Interrupted, InvalidInput, UsageError
-from fileconsul.run import Run, Step
+from fileconsul.store.client import ConsulClient
+from fileconsul.store.commit import Step
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Pushes and pulls of fewer files finish before a bar would be worth drawing.
@@ -219,8 +220,8 @@ def _checked_basepath(settings: config.Settings, out: Output, create: bool) -> N
 @contextmanager
 def open_run(
     ctx: click.Context, *, stale: bool = False, local: bool = True, create: bool = False
-) -> Iterator[tuple[Run, Output]]:
-    """The command's Run (settings, one Consul client) and its output. With `local`, the
+) -> Iterator[tuple[Context, Output]]:
+    """The command's Context (settings, one Consul client) and its output. With `local`, the
     command works on the basepath, which must exist (or, with `create`, is created)."""
     common = ctx.ensure_object(Common)
     out = Output(common)
@@ -230,7 +231,7 @@ def open_run(
     if local:
         _checked_basepath(settings, out, create)
     with ConsulClient(settings.consul) as client:
-        yield Run(settings, client, common.lock_wait, stale, out.progress, out.notice), out
+        yield Context(settings, client, common.lock_wait, stale, out.progress, out.notice), out
         out.debug(f"{client.requests} requests, {client.bytes_received} bytes received")
 
 

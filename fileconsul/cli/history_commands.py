@@ -6,7 +6,7 @@ import re
 
 import click
 
-from fileconsul import diffs, render, revisions
+from fileconsul.cli import render
 from fileconsul.cli.base import (
     DRY_RUN,
     JSON,
@@ -18,6 +18,9 @@ from fileconsul.cli.base import (
     open_run,
 )
 from fileconsul.cli.sync_commands import FORCE, print_outcome
+from fileconsul.commands import diff as diffs
+from fileconsul.commands import history as revisions
+from fileconsul.commands import rollback as rollbacks
 from fileconsul.errors import EXIT_CHANGES, UsageError
 
 _REVISION = re.compile(r"r?([0-9]+)")
@@ -167,7 +170,7 @@ def rollback(
       fileconsul rollback 12 --dry-run
       fileconsul rollback r12 -m "the ntp change broke the fleet"
     """
-    options = revisions.RollbackOptions(message, dry_run, force, max_delete, node)
+    options = rollbacks.RollbackOptions(message, dry_run, force, max_delete, node)
     with open_run(ctx, local=False) as (run, out):
-        outcome = revisions.rollback(run, revision, options)
+        outcome = rollbacks.rollback(run, revision, options)
     print_outcome(out, "push", outcome, as_json, run.prefix)

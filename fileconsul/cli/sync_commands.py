@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import click
 
-from fileconsul import deliver, fleet, handler, history, render, sync
+from fileconsul.cli import render
 from fileconsul.cli.base import (
     DRY_RUN,
     JSON,
@@ -20,10 +21,16 @@ from fileconsul.cli.base import (
     open_run,
     stack,
 )
-from fileconsul.errors import EXIT_CHANGES, FileconsulError
-from fileconsul.hooks import Hooks
-from fileconsul.push import PushOptions
-from fileconsul.push import push as push_tree
+from fileconsul.commands.outcome import Outcome
+from fileconsul.commands.push import PushOptions
+from fileconsul.commands.push import push as push_tree
+from fileconsul.commands.status import status as status_of
+from fileconsul.errors import EXIT_CHANGES, FileconsulError, InvalidInput
+from fileconsul.fleet import deliver, reports
+from fileconsul.fleet.hooks import Hooks
+from fileconsul.model.records import DEFAULT_KEEP
+from fileconsul.model.tree import KVEntry
+from fileconsul.store.client import entry_of
 
 FORCE = click.option(
     "--force", is_flag=True, help="Resolve conflicts for this side and lift the delete cap."
@@ -81,18 +88,18 @@ def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
     """
     if show_fleet:
         with open_run(ctx, local=False) as (run, out):
-            found = fleet.read(run.client, run.prefix)
+            found = reports.read(run.client, run.prefix)
         if as_json:
             out.json(render.fleet_json(run.prefix, found))
         else:
             out.out(render.fleet_text(found))
         ctx.exit(0 if found.all_current else EXIT_CHANGES)
     with open_run(ctx) as (run, out):
-        result = sync.status(run)
+        result = status_of(run)
     for warning in result.warnings:
         out.warn(warning)
-    out.debug("remote read from the head alone" if result.remote.fast else "remote values read")
-    where = {"revision": result.record.revision, "head": result.remote.revision}
+    out.debug("remote read from the head alone" if result.view.tree.fast else "remote values read")
+    where = {"revision": result.view.record.revision, "head": result.view.tree.revision}
     if as_json:
         out.json(render.status_json(result.prefix, result.plan, **where, refusals=result.refusals))
     else:
@@ -111,7 +118,7 @@ def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
     type=click.IntRange(min=1),
     metavar="N",
     help="Keep the last N revisions from now on, for every pusher of the prefix "
-    f"[default: as before, else {history.DEFAULT_KEEP}].",
+    f"[default: as before, else {DEFAULT_KEEP}].",
 )
 @JSON
 @NO_REPORT
@@ -192,7 +199,7 @@ def pull(
     code = 0
     try:
         with open_run(ctx, create=True) as (run, out):
-            entries = handler.parse_payload(sys.stdin.read(), run.prefix) if as_handler else None
+            entries = parse_payload(sys.stdin.read(), run.prefix) if as_handler else None
             delivery = deliver.deliver(run, options, entries=entries)
         code = _print_delivery(out, delivery, as_json=as_json, prefix=run.prefix)
     except FileconsulError as exc:
@@ -253,7 +260,7 @@ def _print_delivery(
 
 
 def print_outcome(
-    out: Output, command: str, outcome: sync.Outcome, as_json: bool = False, prefix: str = ""
+    out: Output, command: str, outcome: Outcome, as_json: bool = False, prefix: str = ""
 ) -> None:
     if as_json:
         out.json(render.outcome_json(command, prefix, outcome))
@@ -263,3 +270,37 @@ def print_outcome(
     out.out(render.outcome_text(command, outcome, verbose=out.verbose))
     for path, why in outcome.skipped:
         out.error(f"skipped {path!r}: {why}")
+
+
+# -- `fileconsul pull` as a `consul watch` handler ------------------------------------------
+
+
+def parse_payload(text: str, prefix: str) -> list[KVEntry] | None:
+    """The tree from a `consul watch -type keyprefix` payload; None when Consul must be read
+    (a `-type key` payload, or `null`: an empty prefix or a missing key)."""
+    if not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"the consul watch payload on stdin is not JSON ({exc}); run fileconsul from "
+            "`consul watch -type keyprefix` or `-type key`"
+        ) from exc
+    if data is None or (isinstance(data, dict) and "Key" in data):
+        return None
+    if not isinstance(data, list) or not all(isinstance(e, dict) and "Key" in e for e in data):
+        raise InvalidInput(
+            "the consul watch payload on stdin is neither a key nor a key prefix result; "
+            "use `consul watch -type keyprefix` or `-type key`"
+        )
+    outside = [e["Key"] for e in data if not str(e["Key"]).startswith(prefix + "/")]
+    if outside:
+        raise InvalidInput(
+            f"the consul watch payload holds {outside[0]!r}, outside {prefix + '/'}: watch "
+            f"`-prefix {prefix}/` or pass the matching --prefix"
+        )
+    try:
+        return [entry_of(e) for e in data]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"the consul watch payload has a malformed entry ({exc})") from exc

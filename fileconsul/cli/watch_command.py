@@ -8,19 +8,20 @@ from contextlib import contextmanager
 
 import click
 
-from fileconsul import pull, push, watch
 from fileconsul.cli.base import MAX_DELETE, NODE, Output, cli, common_options, open_run, stack
+from fileconsul.cli.events import Events
 from fileconsul.cli.sync_commands import (
     HOOK_OPTIONS,
     NO_REPORT,
     deliver_options,
     print_outcome,
 )
-from fileconsul.consul import ConsulClient
-from fileconsul.events import Events
-from fileconsul.hooks import Hooks
-from fileconsul.metrics import Metrics
-from fileconsul.run import Run
+from fileconsul.commands import pull, push
+from fileconsul.commands.context import Context
+from fileconsul.fleet import watch
+from fileconsul.fleet.hooks import Hooks
+from fileconsul.fleet.metrics import Metrics
+from fileconsul.store.client import ConsulClient
 
 
 @cli.command(name="watch")
@@ -132,7 +133,7 @@ def watch_command(
     ctx.exit(code)
 
 
-def _start_line(run: Run, tell: Events, options: watch.WatchOptions) -> None:
+def _start_line(run: Context, tell: Events, options: watch.WatchOptions) -> None:
     revision = pull.local_revision(run)
     tell(
         "start",
@@ -147,15 +148,15 @@ def _start_line(run: Run, tell: Events, options: watch.WatchOptions) -> None:
 
 
 @contextmanager
-def _local_pusher(run: Run, out: Output, enabled: bool) -> Iterator[None]:
+def _local_pusher(run: Context, out: Output, enabled: bool) -> Iterator[None]:
     """With `enabled`, push local changes from a thread of its own, on a client of its own."""
     if not enabled:
         yield
         return
-    from fileconsul.autopush import LocalPusher
+    from fileconsul.fleet.autopush import LocalPusher
 
     with ConsulClient(run.settings.consul) as client:
-        push_run = Run(run.settings, client, run.lock_wait)
+        push_run = Context(run.settings, client, run.lock_wait)
 
         def push_once() -> None:
             outcome = push.push(push_run)

@@ -1,0 +1,143 @@
+"""The one pipeline push, pull and status share: hold the local lock and put back an apply a
+crash left unchecked; load the record; scan the local tree and read the remote one side by
+side; see the three sides; plan, and refuse what the plan refuses. Each command is this, then
+its own last step (commit, apply, or report)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from fileconsul.commands.context import Context
+from fileconsul.errors import ConflictError, InvalidInput
+from fileconsul.local import record as records
+from fileconsul.local import scan, transaction
+from fileconsul.local.lock import local_lock
+from fileconsul.local.record import Record
+from fileconsul.model import plan as planner
+from fileconsul.model.plan import Action, Plan, Side, Sides
+from fileconsul.model.records import Head
+from fileconsul.model.tree import RemoteTree
+from fileconsul.store import read
+
+#: Bytes of file contents a push keeps from its scan instead of reading the files again.
+KEEP_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class View:
+    """What a command plans on: this node's record and scan, the remote tree, the sides."""
+
+    record: Record
+    local: scan.Scan
+    tree: RemoteTree
+    sides: Sides
+
+
+@contextmanager
+def changing(ctx: Context) -> Iterator[Record]:
+    """Where a push or pull begins: the basepath's lock held (one fileconsul at a time), an
+    apply a crash left unchecked put back, the record loaded."""
+    with local_lock(ctx.basepath):
+        if transaction.recover(ctx.basepath):
+            ctx.notify(
+                "put back an apply that was interrupted before its --check had passed (it is "
+                "applied and checked again)"
+            )
+        yield records.load(ctx.basepath, ctx.prefix)
+
+
+def look(
+    ctx: Context,
+    record: Record,
+    *,
+    push: bool = False,
+    others: bool = True,
+    head: Head | None = None,
+) -> View:
+    """The local scan and the remote read, side by side (one mostly waits on the disk, the
+    other on Consul), and the sides they make. A scan error comes first, as if the two ran
+    one after the other. A push keeps the bytes the scan reads and reads the leader's view
+    (never stale); `others` and `head` are as `store.read.read` takes them."""
+
+    def remote() -> RemoteTree:
+        return read.read(
+            ctx.client,
+            ctx.prefix,
+            known=record.remote,
+            lock_wait=ctx.lock_wait,
+            stale=ctx.stale and not push,
+            others=others,
+            head=head,
+        )
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-read") as pool:
+        future = pool.submit(remote)
+        local = scan.scan(ctx.basepath, record.hash_cache, keep_bytes=KEEP_BYTES * push)
+        return view_of(record, local, future.result())
+
+
+def view_of(record: Record, local: scan.Scan, tree: RemoteTree) -> View:
+    seen = planner.sides(local.files, local.ignored, record.files, record.exists, tree)
+    return View(record, local, tree, seen)
+
+
+def planned(
+    view: View, side: Side, *, force: bool, max_delete: int | None
+) -> tuple[Plan, list[Action]]:
+    """The plan and what it moves on `side`; ConflictError on a conflict (unless `force`),
+    InvalidInput past the delete cap."""
+    found = view.sides.planned()
+    if found.conflicts and not force:
+        raise ConflictError(planner.conflict_refusal(found, side))
+    actions = found.actions(side, force=force)
+    tracked = view.sides.tracked(side)
+    cap = planner.delete_cap(actions, tracked, side=side, max_delete=max_delete, force=force)
+    if cap is not None:
+        raise InvalidInput(cap.message)
+    return found, actions
+
+
+def advance(
+    record: Record, planned: Plan, applied: list[Action], tree: RemoteTree, seen: Sides
+) -> None:
+    """Move the record to what is now the same on both sides, at the tree's revision."""
+    record.advance([*planned.converged.items(), *((a.path, a.target) for a in applied)])
+    for path in seen.newly_ignored:
+        record.files.pop(path, None)
+    record.revision = tree.revision
+    record.remote = tree.known
+
+
+def notes(view: View) -> list[str]:
+    """What the operator should know of a view: skipped local entries, the tree's warnings and
+    corrupt values, a push that never committed, a tree another tool deleted."""
+    tree = view.tree
+    found = [f"skipped {path}: {why}" for path, why in view.local.skipped]
+    found += tree.warnings
+    found += [f"{path}: {why}" for path, why in tree.corrupt]
+    if tree.uncommitted:
+        found.append(_uncommitted_note(tree))
+    if view.sides.gone:
+        found.append(
+            f"the files under {tree.prefix}/ are gone (deleted by another tool, not by a push): "
+            "nothing is deleted here; a push re-creates them from this node"
+        )
+    return found
+
+
+def _uncommitted_note(tree: RemoteTree) -> str:
+    count = len(tree.uncommitted)
+    journal = tree.dead_push
+    if journal is None:
+        return (
+            f"{count} values of a push that has not committed are ignored; the next push "
+            "undoes them"
+        )
+    return (
+        f"{count} values written by a push from {journal.node} ({journal.user}) at "
+        f"{journal.time}, which never committed (revision {journal.revision}), are ignored "
+        "here; until the next push undoes them, `consul kv get` and other raw readers see them"
+    )

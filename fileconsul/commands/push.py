@@ -1,0 +1,118 @@
+"""push: send this node's changes to Consul as one commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from fileconsul.commands import interrupts, preflight
+from fileconsul.commands.context import Context
+from fileconsul.commands.outcome import Outcome
+from fileconsul.commands.pipeline import View, advance, changing, look, notes, planned, view_of
+from fileconsul.local import record as records
+from fileconsul.local.scan import read_file
+from fileconsul.model import plan as planner
+from fileconsul.model.plan import Action, Plan
+from fileconsul.model.records import DEFAULT_KEEP
+from fileconsul.model.tree import RemoteTree, committed_tree
+from fileconsul.store import commit, prepare
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    force: bool = False
+    dry_run: bool = False
+    max_delete: int | None = None
+    message: str = ""
+    #: Revisions to keep from now on (None: as the head says).
+    keep: int | None = None
+    #: The node named in the commit record (None: the agent's node name, or the host's).
+    node: str | None = None
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A push's view (its sides re-created when the tree was deleted whole), its plan and the
+    actions it sends."""
+
+    view: View
+    plan: Plan
+    actions: list[Action]
+
+
+def push(ctx: Context, options: PushOptions | None = None) -> Outcome:
+    options = options or PushOptions()
+    with changing(ctx) as record:
+        view = look(ctx, record, push=True)
+        preflight.refuse_unsafe_names(view.local)
+        preflight.refuse_nested(ctx, view.tree)
+        ready = _plan(view, options)
+        warnings = _warnings(ready.view)
+        if options.dry_run:
+            return Outcome(ready.actions, view.tree.revision, True, warnings)
+        head = None
+        tree = view.tree
+        # From the first write on, the first interrupt lets the push finish (and says so); a
+        # second one stops it, and what it sent is undone. Once committed, it exits 0.
+        with interrupts.finishing(ctx.notify, "the push"):
+            if planner.needs_commit(ready.actions, tree, ready.view.sides):
+                limit = ctx.client.max_value_size()
+                preflight.refuse_too_large(ready.actions, limit)
+
+                def plan_on(fresh: RemoteTree) -> prepare.Prepared:
+                    nonlocal ready
+                    ready = _plan(view_of(record, view.local, fresh), options)
+                    return _prepare(ctx, ready, limit, options)
+
+                first = _prepare(ctx, ready, limit, options)
+                prepared, head = commit.commit(
+                    ctx.client, first, plan_on, lock_wait=ctx.lock_wait, progress=ctx.progress
+                )
+                tree = committed_tree(head, ctx.prefix, prepared.after)
+            advance(record, ready.plan, ready.actions, tree, ready.view.sides)
+            record.hash_cache = view.local.hash_cache
+            records.save(ctx.basepath, record)
+        outcome = Outcome(ready.actions, tree.revision, False, warnings, committed=head)
+        outcome.left_to_pull = len(ready.plan.pull) + (
+            0 if options.force else len(ready.plan.conflicts)
+        )
+        return outcome
+
+
+def _plan(view: View, options: PushOptions) -> _Planned:
+    if view.sides.gone:
+        view = replace(view, sides=planner.recreating(view.sides))
+    found, actions = planned(view, "push", force=options.force, max_delete=options.max_delete)
+    return _Planned(view, found, actions)
+
+
+def _warnings(view: View) -> list[str]:
+    warnings = notes(view)
+    ignored = view.sides.newly_ignored
+    if ignored:
+        more = f" and {len(ignored) - 5} more" if len(ignored) > 5 else ""
+        shown = ", ".join(ignored[:5]) + more
+        warnings.append(
+            f"{len(ignored)} tracked paths are now ignored on this node ({shown}); they stay "
+            "in Consul, and this node no longer pushes or pulls them"
+        )
+    return warnings
+
+
+def _prepare(ctx: Context, ready: _Planned, limit: int, options: PushOptions) -> prepare.Prepared:
+    tree = ready.view.tree
+    keep = options.keep or (tree.head.keep if tree.head else DEFAULT_KEEP)
+
+    def source(path: str) -> bytes:
+        return read_file(ctx.basepath, path, limit)
+
+    return prepare.prepare(
+        ctx.client,
+        tree,
+        ready.actions,
+        contents=ready.view.local.contents,
+        source=source,
+        limit=limit,
+        author=ctx.author(options.node),
+        message=options.message,
+        keep=keep,
+    )

@@ -1,0 +1,103 @@
+"""rollback: a new revision whose tree is a past revision's, committed like any push."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fileconsul.commands.context import Context
+from fileconsul.commands.history import Past, contents, past
+from fileconsul.commands.outcome import Outcome
+from fileconsul.commands.preflight import refuse_too_large
+from fileconsul.errors import ConflictError, InvalidInput
+from fileconsul.model import plan as planner
+from fileconsul.model.facts import classify
+from fileconsul.model.plan import Action
+from fileconsul.model.tree import RemoteTree
+from fileconsul.store import commit, prepare
+
+
+@dataclass(frozen=True)
+class RollbackOptions:
+    message: str = ""
+    dry_run: bool = False
+    force: bool = False
+    max_delete: int | None = None
+    node: str | None = None
+
+
+def rollback(ctx: Context, revision: int, options: RollbackOptions) -> Outcome:
+    """A new revision whose tree is exactly revision `revision`'s: contents, modes, and the
+    files it did not have deleted. A commit like any push (check-and-set on the head, the
+    delete cap); this node's files are not touched. ConflictError when another commit lands
+    first."""
+    back = past(ctx, revision)
+    planned_at = back.tree.revision
+
+    def replan(fresh: RemoteTree) -> prepare.Prepared:
+        # Under the lock, after a push that died was undone: the same head, planned again.
+        if fresh.revision != planned_at:
+            raise ConflictError(
+                f"revision {fresh.revision} was committed meanwhile; nothing was rolled back "
+                f"(look at it with `fileconsul log`, then roll back again)"
+            )
+        _, again = _prepare_rollback(ctx, past(ctx, revision, known=fresh), revision, options)
+        assert again is not None
+        return again
+
+    actions, prepared = _prepare_rollback(ctx, back, revision, options)
+    if prepared is None:
+        return Outcome(actions, back.tree.revision, True, list(back.tree.warnings))
+    prepared, head = commit.commit(
+        ctx.client,
+        prepared,
+        replan,
+        lock_wait=ctx.lock_wait,
+        label="rolling back",
+        progress=ctx.progress,
+    )
+    return Outcome(actions, head.revision, False, list(back.tree.warnings), committed=head)
+
+
+def _prepare_rollback(
+    ctx: Context, back: Past, revision: int, options: RollbackOptions
+) -> tuple[list[Action], prepare.Prepared | None]:
+    """The actions that make the head's tree revision `revision`'s, and their commit (None
+    for a dry run)."""
+    tree = back.tree
+    target = back.files_at(revision)
+    actions = [
+        Action(path, kind, target.get(path))
+        for path in sorted(set(target) | set(tree.files))
+        if (kind := classify(tree.files.get(path), target.get(path))) is not None
+    ]
+    cap = planner.delete_cap(
+        actions, len(tree.files), side="push", max_delete=options.max_delete, force=options.force
+    )
+    if cap is not None:
+        raise InvalidInput(cap.message)
+    if options.dry_run:
+        return actions, None
+    limit = ctx.client.max_value_size()
+    refuse_too_large(actions, limit)
+    wanted = {a.path: a.target for a in actions if a.target is not None}
+    kept = {p: (key, info.hash) for p, info in wanted.items() if (key := back.key_of(info))}
+    found = contents(ctx, kept)
+    missing = sorted(set(wanted) - set(found))
+    if missing:
+        raise InvalidInput(
+            f"revision {revision} cannot be restored: the contents of {', '.join(missing[:5])}"
+            f"{' and more' if len(missing) > 5 else ''} are no longer kept (another tool "
+            "replaced them); nothing was changed"
+        )
+    prepared = prepare.prepare(
+        ctx.client,
+        tree,
+        actions,
+        contents=found,
+        limit=limit,
+        author=ctx.author(options.node),
+        message=options.message or f"roll back to revision {revision}",
+        keep=back.head.keep,
+        rollback_of=revision,
+    )
+    return actions, prepared

@@ -1,0 +1,124 @@
+"""The fleet report: what each node last applied, kept outside `<prefix>/` so that writing it
+wakes no watcher and never looks like a file change."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from fileconsul.errors import FileconsulError
+from fileconsul.fleet.rollout import Halt, halted
+from fileconsul.store.client import ConsulClient
+from fileconsul.store.layout import nodes_prefix
+from fileconsul.store.read import read_head
+
+Result = Literal["ok", "conflict", "error", "rejected", "halted"]
+NodeState = Literal["current", "lagging", "failed", "rejected", "halted"]
+
+
+@dataclass(frozen=True)
+class Report:
+    node: str
+    revision: int
+    time: float
+    result: Result
+    message: str = ""
+    applied: int = 0
+    hook: str | None = None
+    hook_exit: int | None = None
+    #: When --check rejected the revision: its exit status and the last lines it printed.
+    check_exit: int | None = None
+    output: str = ""
+
+    def same_state(self, other: Report) -> bool:
+        """Equal but for the time: rewriting it would only add Raft writes."""
+        return (self.revision, self.result, self.message, self.hook_exit) == (
+            other.revision,
+            other.result,
+            other.message,
+            other.hook_exit,
+        )
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+def report(client: ConsulClient, prefix: str, new: Report, *, moved: bool = True) -> str | None:
+    """Write `new`: one write when the node `moved` (applied something or reached another
+    revision); otherwise only when its report says something else, so that a wake-up that
+    changed nothing adds no Raft write. A note when it could not be written (the apply
+    itself stands)."""
+    try:
+        if not moved:
+            previous = read_one(client, prefix, new.node)
+            if previous is not None and previous.same_state(new):
+                return None
+        body = json.dumps(asdict(new), separators=(",", ":")).encode()
+        client.put(nodes_prefix(prefix) + new.node, body)
+    except FileconsulError as exc:
+        return f"fleet report not written ({exc})"
+    return None
+
+
+@dataclass(frozen=True)
+class FleetNode:
+    report: Report
+    state: NodeState
+
+
+@dataclass
+class Fleet:
+    revision: int
+    nodes: list[FleetNode]
+    #: The head revision's halt, when its rollout was stopped.
+    halt: Halt | None = None
+
+    @property
+    def all_current(self) -> bool:
+        return bool(self.nodes) and all(n.state == "current" for n in self.nodes)
+
+    @property
+    def applied_before_halt(self) -> int:
+        """How many nodes applied the halted revision before it stopped."""
+        if self.halt is None:
+            return 0
+        stopped = self.halt.revision
+        return sum(1 for n in self.nodes if n.report.revision >= stopped and n.state == "current")
+
+
+def read(client: ConsulClient, prefix: str) -> Fleet:
+    """The head revision, its halt if any, and each reporting node's state."""
+    head = read_head(client, prefix)
+    revision = head.revision if head else 0
+    entries, _ = client.recurse(nodes_prefix(prefix))
+    nodes = []
+    for entry in entries:
+        parsed = _parse(entry.key[len(nodes_prefix(prefix)) :], entry.value)
+        nodes.append(FleetNode(parsed, _state(parsed, revision)))
+    return Fleet(
+        revision, sorted(nodes, key=lambda n: n.report.node), halted(client, prefix, revision)
+    )
+
+
+def _state(report: Report, revision: int) -> NodeState:
+    if report.result in ("rejected", "halted"):
+        return report.result
+    if report.result != "ok":
+        return "failed"
+    return "current" if report.revision >= revision else "lagging"
+
+
+def read_one(client: ConsulClient, prefix: str, node: str) -> Report | None:
+    entry, _ = client.get(nodes_prefix(prefix) + node)
+    return None if entry is None else _parse(node, entry.value)
+
+
+def _parse(node: str, value: bytes) -> Report:
+    try:
+        data: dict[str, Any] = json.loads(value)
+        return Report(**{k: data[k] for k in Report.__dataclass_fields__ if k in data})
+    except (ValueError, TypeError):
+        return Report(node, 0, 0.0, "error", "unreadable report")

@@ -1,0 +1,135 @@
+"""Rolling a revision out across a fleet: at most N nodes apply at once, and a revision a node
+rejects stops there.
+
+Slots follow Consul's semaphore recipe (`api/semaphore.go`): each contender holds a key
+`<prefix>.fileconsul/slots/<session>` with a session of its own, and one check-and-set key,
+`<prefix>.fileconsul/slots/holders`, lists the sessions holding a slot. A holder whose session
+is gone (its node died, its TTL ran out) no longer counts. A halt is
+`<prefix>.fileconsul/halt`: the revision, the node, the time and why; a newer revision lifts it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from fileconsul.errors import FileconsulError
+from fileconsul.model.tree import KVEntry
+from fileconsul.store.client import ConsulClient
+from fileconsul.store.layout import halt_key, holders_key, slots_prefix
+
+#: Seconds of a slot session's TTL (Consul's least); renewed at a third of it while held.
+SLOT_TTL = 10
+#: Longest blocking query while waiting for a slot.
+_WAIT = 60.0
+
+
+@contextmanager
+def slot(client: ConsulClient, prefix: str, limit: int, node: str) -> Iterator[None]:
+    """Hold one of `limit` slots, fleet-wide, for the block; wait for one first. A session of
+    its own keeps it, renewed meanwhile; when this process dies, Consul frees it."""
+    session = client.session_create(f"fileconsul slot {prefix} {node}", ttl=SLOT_TTL)
+    renewing = threading.Event()
+    renewer = threading.Thread(
+        target=_renew, args=(client, session, renewing), name="fileconsul-slot", daemon=True
+    )
+    try:
+        contender = slots_prefix(prefix) + session
+        if not client.put(contender, node.encode(), acquire=session):
+            raise FileconsulError(f"cannot take a slot under {slots_prefix(prefix)}")
+        renewer.start()
+        _acquire(client, prefix, limit, session)
+        try:
+            yield
+        finally:
+            _release(client, prefix, session)
+    finally:
+        renewing.set()
+        if renewer.is_alive():
+            renewer.join()
+        with suppress(FileconsulError):
+            client.session_destroy(session)
+
+
+def _renew(client: ConsulClient, session: str, stop: threading.Event) -> None:
+    while not stop.wait(SLOT_TTL / 3):
+        with suppress(FileconsulError):
+            client.session_renew(session)
+
+
+def _acquire(client: ConsulClient, prefix: str, limit: int, session: str) -> None:
+    index = None
+    while True:
+        entries, index = client.recurse(slots_prefix(prefix), index=index, wait=_WAIT)
+        lock = _holders(entries, prefix)
+        alive = {e.session for e in entries if e.session}
+        holders = {h for h in lock["Holders"] if h in alive}
+        if len(holders) < limit:
+            holders.add(session)
+            value = json.dumps({"Limit": limit, "Holders": dict.fromkeys(holders, True)})
+            if client.put(holders_key(prefix), value.encode(), cas=lock["index"]):
+                return
+
+
+def _holders(entries: list[KVEntry], prefix: str) -> dict[str, Any]:
+    for entry in entries:
+        if entry.key == holders_key(prefix):
+            try:
+                data = json.loads(entry.value)
+                holders = dict(data.get("Holders") or {})
+                return {"Holders": holders, "Limit": data.get("Limit"), "index": entry.modify_index}
+            except (ValueError, AttributeError, TypeError):
+                break
+    return {"Holders": {}, "Limit": None, "index": 0}
+
+
+def _release(client: ConsulClient, prefix: str, session: str) -> None:
+    with suppress(FileconsulError):
+        for _ in range(10):  # another holder's check-and-set may win a round
+            entry, _ = client.get(holders_key(prefix))
+            if entry is None:
+                break
+            lock = _holders([entry], prefix)
+            if session not in lock["Holders"]:
+                break
+            del lock["Holders"][session]
+            value = json.dumps({"Limit": lock["Limit"], "Holders": lock["Holders"]})
+            if client.put(holders_key(prefix), value.encode(), cas=lock["index"]):
+                break
+        client.delete(slots_prefix(prefix) + session)
+
+
+@dataclass(frozen=True)
+class Halt:
+    revision: int
+    node: str
+    time: float
+    reason: str
+
+
+def halt(client: ConsulClient, prefix: str, stop: Halt) -> None:
+    """Stop the rollout of `stop.revision`: no watcher applies it."""
+    client.put(halt_key(prefix), json.dumps(asdict(stop)).encode())
+
+
+def halted(client: ConsulClient, prefix: str, revision: int) -> Halt | None:
+    """The halt of `revision`, if it is halted (a halt of an older revision is lifted)."""
+    entry, _ = client.get(halt_key(prefix))
+    found = read_halt(entry)
+    return found if found is not None and found.revision == revision else None
+
+
+def read_halt(entry: KVEntry | None) -> Halt | None:
+    if entry is None:
+        return None
+    try:
+        data = json.loads(entry.value)
+        return Halt(
+            int(data["revision"]), str(data["node"]), float(data["time"]), str(data["reason"])
+        )
+    except (ValueError, KeyError, TypeError):
+        return None

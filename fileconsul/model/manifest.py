@@ -1,0 +1,116 @@
+"""The manifest: every committed file's facts, as one compressed value; and the digest, a
+checksum of a whole tree that a change updates in proportion to its size.
+
+Format 2 (`<prefix>.fileconsul/manifests/<revision>`) carries its revision; format 1
+(`<prefix>/.fileconsul/manifest`, written by fileconsul 0.1) is still read, and replaced by
+the next push.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+from typing import Any
+
+import xxhash
+
+from fileconsul.errors import InvalidInput
+from fileconsul.model import columns
+from fileconsul.model.facts import FileInfo, Files
+
+FORMAT = "fileconsul/2"
+LEGACY_FORMAT = "fileconsul-manifest/1"
+#: The columns of a table of file facts (the manifest's, and the local record's).
+FILE_COLUMNS = (
+    columns.Column("hashes", hashes=True),
+    columns.Column("sizes"),
+    columns.Column("modes", most=0o7777),
+)
+_DIGEST_MOD = 1 << 64
+
+
+class NewerFormat(InvalidInput):
+    """The tree was written by a newer fileconsul, in a format this one does not know."""
+
+
+def check_format(data: Any, what: str) -> None:
+    """ValueError unless `data` is an object of fileconsul's format 2; NewerFormat when it
+    is of a later one, so an older fileconsul refuses it instead of misreading it."""
+    found = data.get("format") if isinstance(data, dict) else None
+    if found == FORMAT:
+        return
+    family, _, version = str(found).partition("/")
+    if family == "fileconsul" and version.isdigit() and int(version) > 2:
+        raise NewerFormat(
+            f"the {what} is in format {found}, written by a newer fileconsul; this one knows "
+            f"{FORMAT}: upgrade fileconsul on this node (nothing was changed)"
+        )
+    raise ValueError(f"not a fileconsul {what}")
+
+
+def pack(body: dict[str, Any], what: str, max_size: int) -> bytes:
+    """`body` as compressed JSON; InvalidInput past `max_size` (one Consul value)."""
+    value = zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+    if len(value) > max_size:
+        raise InvalidInput(
+            f"the {what} takes {len(value)} bytes, over Consul's {max_size}-byte value limit; "
+            "split the tree over several prefixes (nothing was pushed)"
+        )
+    return value
+
+
+def unpack(value: bytes, what: str) -> Any:
+    try:
+        return json.loads(zlib.decompress(value))
+    except (zlib.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"unreadable {what}: {exc}") from exc
+
+
+def encode(files: Files, revision: int, *, max_size: int) -> bytes:
+    """A revision's manifest value: compressed columnar JSON."""
+    body = {"format": FORMAT, "revision": revision, **columns.encode(files, FILE_COLUMNS)}
+    return pack(body, f"manifest for {len(files)} files", max_size)
+
+
+def decode(value: bytes, revision: int) -> dict[str, FileInfo]:
+    """The files of revision `revision`'s manifest; ValueError when it is corrupt or of
+    another revision, NewerFormat when a newer fileconsul wrote it."""
+    data = unpack(value, "manifest")
+    check_format(data, "manifest")
+    if data.get("revision") != revision:
+        raise ValueError(f"the manifest is of revision {data.get('revision')}, not {revision}")
+    return columns.decode(data, FILE_COLUMNS, FileInfo)
+
+
+def decode_legacy(value: bytes) -> dict[str, FileInfo]:
+    """A manifest of the first format; ValueError when it is not one."""
+    data = unpack(value, "manifest")
+    if not isinstance(data, dict) or data.get("format") != LEGACY_FORMAT:
+        raise ValueError("not a fileconsul manifest")
+    return columns.decode(data, FILE_COLUMNS, FileInfo)
+
+
+def _entry(path: str, info: FileInfo) -> int:
+    return xxhash.xxh3_64_intdigest(f"{path}\0{info.hash}\0{info.size}\0{info.mode}".encode())
+
+
+def digest(files: Files) -> str:
+    """A digest of a whole tree (paths and facts) that a change updates in proportion to its
+    size: the sum of a hash of each entry. It is a checksum against accidents, not a proof
+    against an adversary: a tree built to collide can share another's digest."""
+    return f"{sum(_entry(p, i) for p, i in files.items()) % _DIGEST_MOD:016x}"
+
+
+def digest_after(
+    before: str, changes: Iterable[tuple[str, FileInfo | None, FileInfo | None]]
+) -> str:
+    """The digest of a tree once each (path, old facts, new facts) is applied to a tree whose
+    digest was `before`."""
+    total = int(before, 16)
+    for path, old, new in changes:
+        if old is not None:
+            total -= _entry(path, old)
+        if new is not None:
+            total += _entry(path, new)
+    return f"{total % _DIGEST_MOD:016x}"

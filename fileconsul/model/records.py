@@ -1,0 +1,232 @@
+"""A tree's history: commit records (who, when, why, and each path's facts before and after)
+and the head that names the last revision.
+
+A record lists each change with the file's facts before and after it, so that a revision's
+tree follows from a later one by undoing the records between them, and a node a few revisions
+behind catches up by reading only those records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
+
+from fileconsul.model import columns, facts, manifest
+from fileconsul.model.facts import ChangeKind, FileInfo, Files, classify
+from fileconsul.model.manifest import FILE_COLUMNS, check_format
+
+#: Revisions kept (their records and the contents they replaced), unless --keep says otherwise.
+DEFAULT_KEEP = 100
+#: A head carries its commit's changes when there are at most this many, so that a watcher one
+#: revision behind reads nothing else before the values.
+INLINE_CHANGES = 32
+_LETTERS: dict[ChangeKind, str] = {"added": "a", "modified": "m", "deleted": "d", "mode": "x"}
+_KINDS: dict[str, ChangeKind] = {letter: kind for kind, letter in _LETTERS.items()}
+
+
+class Change(NamedTuple):
+    path: str
+    kind: ChangeKind
+    old: FileInfo | None
+    new: FileInfo | None
+
+
+def diff(before: Files, after: Files) -> list[Change]:
+    """Every path whose facts differ between two trees, sorted."""
+    moved = {p for p, _ in before.items() ^ after.items()}
+    changes = []
+    for path in sorted(moved):
+        old, new = before.get(path), after.get(path)
+        kind = classify(old, new)
+        if kind is not None:
+            changes.append(Change(path, kind, old, new))
+    return changes
+
+
+def forward(files: dict[str, FileInfo], changes: Iterable[Change]) -> None:
+    """Apply `changes` to `files`, in place."""
+    facts.update(files, ((c.path, c.new) for c in changes))
+
+
+def backward(files: dict[str, FileInfo], changes: Iterable[Change]) -> None:
+    """Undo `changes` on `files`, in place."""
+    facts.update(files, ((c.path, c.old) for c in changes))
+
+
+def digest_after(before: str, changes: Iterable[Change]) -> str:
+    return manifest.digest_after(before, ((c.path, c.old, c.new) for c in changes))
+
+
+def _encode_changes(changes: Sequence[Change]) -> dict[str, Any]:
+    return {
+        "paths": [c.path for c in changes],
+        "kinds": "".join(_LETTERS[c.kind] for c in changes),
+        "old": columns.encode_rows([c.old for c in changes if c.old], FILE_COLUMNS),
+        "new": columns.encode_rows([c.new for c in changes if c.new], FILE_COLUMNS),
+    }
+
+
+def _decode_changes(table: Any) -> tuple[Change, ...]:
+    paths = columns.paths_of(table)
+    kinds = table.get("kinds")
+    if not isinstance(kinds, str) or len(kinds) != len(paths) or set(kinds) - set(_KINDS):
+        raise ValueError("malformed changes: kinds")
+    with_old = sum(k != "a" for k in kinds)
+    with_new = sum(k != "d" for k in kinds)
+    olds = iter(columns.decode_rows(table["old"], FILE_COLUMNS, with_old, FileInfo))
+    news = iter(columns.decode_rows(table["new"], FILE_COLUMNS, with_new, FileInfo))
+    return tuple(
+        Change(
+            path,
+            _KINDS[letter],
+            None if letter == "a" else next(olds),
+            None if letter == "d" else next(news),
+        )
+        for path, letter in zip(paths, kinds, strict=True)
+    )
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One revision: who made it, when, why, and its changes."""
+
+    revision: int
+    time: str
+    node: str
+    user: str
+    message: str
+    changes: tuple[Change, ...]
+    #: The tree once committed: how many files, and its digest.
+    files: int
+    digest: str
+    #: The revision whose tree this one restored, for a rollback.
+    rollback_of: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """Its facts but the changes, as the record and the head both carry them."""
+        return {
+            "format": manifest.FORMAT,
+            "revision": self.revision,
+            "time": self.time,
+            "node": self.node,
+            "user": self.user,
+            "message": self.message,
+            "files": self.files,
+            "digest": self.digest,
+            "rollback_of": self.rollback_of,
+        }
+
+    def encode(self, *, max_size: int) -> bytes:
+        body = {**self.fields(), "changes": _encode_changes(self.changes)}
+        return manifest.pack(body, f"record of revision {self.revision}", max_size)
+
+    @classmethod
+    def decode(cls, value: bytes, revision: int) -> Commit:
+        return _commit(manifest.unpack(value, "commit record"), revision, require_changes=True)
+
+
+def _commit(data: Any, revision: int, *, require_changes: bool) -> Commit:
+    check_format(data, "commit record")
+    try:
+        if data["revision"] != revision:
+            raise ValueError(f"the record is of revision {data['revision']}, not {revision}")
+        raw = data.get("changes")
+        if raw is None and require_changes:
+            raise ValueError("the record lists no changes")
+        rollback = data.get("rollback_of")
+        return Commit(
+            revision=int(data["revision"]),
+            time=str(data["time"]),
+            node=str(data["node"]),
+            user=str(data["user"]),
+            message=str(data["message"]),
+            changes=() if raw is None else _decode_changes(raw),
+            files=int(data["files"]),
+            digest=str(data["digest"]),
+            rollback_of=None if rollback is None else int(rollback),
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed commit record: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last revision, small enough for every watcher to block on: its commit (with its
+    changes when they are few), and how much history is kept."""
+
+    commit: Commit
+    #: Whether `commit.changes` are all of them (else they are in the record alone).
+    inline: bool
+    keep: int
+    #: The oldest revision whose tree can still be restored.
+    oldest: int
+    #: The head key's ModifyIndex: the index the commit landed at.
+    index: int = 0
+
+    @property
+    def revision(self) -> int:
+        return self.commit.revision
+
+    def encode(self) -> bytes:
+        body = {
+            **self.commit.fields(),
+            "keep": self.keep,
+            "oldest": self.oldest,
+            "changes": _encode_changes(self.commit.changes) if self.inline else None,
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, value: bytes, index: int) -> Head:
+        """ValueError when it is corrupt; NewerFormat when a newer fileconsul wrote it."""
+        try:
+            data = json.loads(value)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"unreadable head: {exc}") from exc
+        check_format(data, "head")
+        commit = _commit(data, data.get("revision"), require_changes=False)
+        try:
+            keep, oldest = int(data["keep"]), int(data["oldest"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed head: {exc!r}") from exc
+        return cls(commit, data.get("changes") is not None, keep, oldest, index)
+
+
+class Author(NamedTuple):
+    """Who makes a commit, and when (UTC, ISO 8601)."""
+
+    node: str
+    user: str
+    time: str
+
+
+def new_commit(
+    revision: int,
+    changes: Sequence[Change],
+    after: Files,
+    digest: str,
+    *,
+    author: Author,
+    message: str,
+    rollback_of: int | None = None,
+) -> Commit:
+    """The record of a new revision whose tree is `after` (of digest `digest`)."""
+    return Commit(
+        revision=revision,
+        time=author.time,
+        node=author.node,
+        user=author.user,
+        message=message,
+        changes=tuple(changes),
+        files=len(after),
+        digest=digest,
+        rollback_of=rollback_of,
+    )
+
+
+def new_head(commit: Commit, *, keep: int) -> Head:
+    inline = len(commit.changes) <= INLINE_CHANGES
+    shown = commit if inline else replace(commit, changes=())
+    return Head(shown, inline, keep, oldest=max(1, commit.revision - keep + 1))

@@ -1,0 +1,274 @@
+"""What Consul's entries for a tree mean: the remote tree as fileconsul plans on it.
+
+No I/O here: `store.read` gathers the head, the committed tree and (when something was
+written after the commit) every entry under the prefix; this decides what each value is. A
+value written after the commit belongs to a push under way (waited for by the reader), to a
+push that died (ignored: the committed state holds, and its content is where that push set it
+aside), or to another tool (taken, to be adopted by the next push).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from fileconsul.errors import IntegrityError
+from fileconsul.model import manifest
+from fileconsul.model.facts import DEFAULT_MODE, FileInfo, content_hash, hash_to_flags
+from fileconsul.model.paths import is_internal, unsafe_reason
+from fileconsul.model.records import Change, Commit, Head
+
+
+class KVEntry(NamedTuple):
+    """One key as Consul returns it."""
+
+    key: str
+    value: bytes
+    flags: int
+    modify_index: int
+    session: str | None = None
+
+
+def hash_matches(entry: KVEntry) -> bool:
+    """Whether the entry's Flags hold the hash of its value, as fileconsul writes them."""
+    return entry.flags == hash_to_flags(content_hash(entry.value))
+
+
+@dataclass(frozen=True)
+class KnownTree:
+    """A committed tree a node knows: its revision, the index it landed at, its digest and
+    its files."""
+
+    revision: int
+    index: int
+    digest: str
+    files: Mapping[str, FileInfo]
+
+
+@dataclass(frozen=True)
+class RemoteTree:
+    prefix: str
+    head: Head | None = None
+    #: The committed tree: the head's manifest, or a first-format manifest; empty when none.
+    committed: Mapping[str, FileInfo] = field(default_factory=dict)
+    #: The tree as it stands: the committed one, and what other tools wrote since.
+    files: Mapping[str, FileInfo] = field(default_factory=dict)
+    #: The index the committed tree landed at; 0 when nothing was committed.
+    commit_index: int = 0
+    #: The ModifyIndex of a first-format manifest (`<prefix>/.fileconsul/manifest`), else 0.
+    legacy_index: int = 0
+    #: Values already read, each matching `files`.
+    values: Mapping[str, bytes] = field(default_factory=dict)
+    #: Paths whose keys another tool wrote (no hash in their Flags): the next push rewrites them.
+    adopt: frozenset[str] = frozenset()
+    #: Paths whose committed content is not in their own key (a push that did not commit
+    #: replaced it) but where that push set it aside.
+    set_aside: frozenset[str] = frozenset()
+    #: (key, reason) of keys that can never be files; reported and skipped.
+    unsafe: tuple[tuple[str, str], ...] = ()
+    #: (path, reason) of values that contradict the commit; never written to disk.
+    corrupt: tuple[tuple[str, str], ...] = ()
+    #: Paths whose keys hold values of a push that has not committed; the committed state holds.
+    uncommitted: tuple[str, ...] = ()
+    #: The record of the push those values belong to (its node and time), when it left one.
+    dead_push: Commit | None = None
+    warnings: tuple[str, ...] = ()
+    #: Every file of the committed tree is gone: another tool deleted the prefix.
+    wiped: bool = False
+    #: Nothing was written under the prefix since the commit: no value was read.
+    fast: bool = False
+    #: The committed tree could not be read (its manifest is corrupt): `committed` is empty.
+    unknown: bool = False
+
+    @property
+    def revision(self) -> int:
+        return self.head.revision if self.head else 0
+
+    @property
+    def known(self) -> KnownTree | None:
+        """The committed tree, as a node's record keeps it (None before the first revision, or
+        when it could not be read)."""
+        if self.head is None or self.unknown:
+            return None
+        return KnownTree(
+            self.head.revision, self.commit_index, self.head.commit.digest, dict(self.committed)
+        )
+
+
+def committed_tree(head: Head | None, prefix: str, files: Mapping[str, FileInfo]) -> RemoteTree:
+    """The tree when nothing was written under the prefix since the commit `head`."""
+    index = head.index if head is not None else 0
+    return RemoteTree(prefix, head, dict(files), dict(files), index, fast=True)
+
+
+def parse_head(entry: KVEntry) -> Head:
+    """The head in an entry; IntegrityError when it is corrupt, NewerFormat when a newer
+    fileconsul wrote it."""
+    try:
+        if not hash_matches(entry):
+            raise ValueError("its value does not match the hash in its Flags")
+        return Head.decode(entry.value, entry.modify_index)
+    except ValueError as exc:
+        raise IntegrityError(
+            f"the head {entry.key} is corrupt ({exc}); no change can be planned on it: "
+            "restore it from a backup of the KV store"
+        ) from exc
+
+
+def legacy_manifest(entry: KVEntry) -> tuple[dict[str, FileInfo] | None, str | None]:
+    """The files of a first-format manifest, or None and why it cannot be read."""
+    try:
+        if not hash_matches(entry):
+            raise ValueError("its value does not match the hash in its Flags")
+        return manifest.decode_legacy(entry.value), None
+    except ValueError as exc:
+        return None, (
+            f"the manifest {entry.key} is corrupt ({exc}); reading every value instead "
+            "(the next push replaces it)"
+        )
+
+
+@dataclass
+class _Building:
+    """A tree while `from_entries` decides what each value is."""
+
+    committed: dict[str, FileInfo]
+    commit_index: int
+    head: Head | None
+    dead_push: Commit | None
+    files: dict[str, FileInfo] = field(default_factory=dict)
+    values: dict[str, bytes] = field(default_factory=dict)
+    adopt: set[str] = field(default_factory=set)
+    set_aside: set[str] = field(default_factory=set)
+    corrupt: list[tuple[str, str]] = field(default_factory=list)
+    uncommitted: list[str] = field(default_factory=list)
+
+    def keep_committed(self, rel: str) -> None:
+        """The committed state of `rel` holds; its content is where the push that replaced it
+        set it aside, when that push left a record."""
+        self.files[rel] = self.committed[rel]
+        if self.dead_push is not None:
+            self.set_aside.add(rel)
+
+
+def from_entries(
+    prefix: str,
+    entries: Sequence[KVEntry],
+    head: Head | None,
+    committed: Mapping[str, FileInfo],
+    *,
+    legacy: KVEntry | None = None,
+    record: KVEntry | None = None,
+    warnings: tuple[str, ...] = (),
+    unknown: bool = False,
+) -> RemoteTree:
+    """The tree from every entry under the prefix, the head and its committed tree; `legacy`
+    is a first-format manifest, `record` the record of the revision after the head (a push
+    that has not committed)."""
+    files, unsafe = split_keys(prefix, entries)
+    notes = list(warnings)
+    legacy_index = 0
+    dead_push = None
+    if head is not None:
+        dead_push, note = _dead_push(record, head.revision + 1)
+        notes += [note] if note else []
+    elif legacy is not None:
+        legacy_files, note = legacy_manifest(legacy)
+        notes += [note] if note else []
+        if legacy_files is not None:
+            committed, legacy_index = legacy_files, legacy.modify_index
+    index = head.index if head is not None else legacy_index
+    tree = _Building(dict(committed), index, head, dead_push)
+    pending = {c.path: c for c in dead_push.changes} if dead_push else {}
+    for rel in sorted(files):
+        _add_entry(tree, rel, files[rel], pending.get(rel))
+    for rel in tree.committed.keys() - files.keys():
+        change = pending.get(rel)
+        if change is not None and change.new is None:
+            tree.keep_committed(rel)  # deleted by the push that did not commit
+        # else: deleted by another tool after the commit, and so deleted
+    return RemoteTree(
+        prefix,
+        head,
+        tree.committed,
+        tree.files,
+        index,
+        legacy_index,
+        tree.values,
+        frozenset(tree.adopt),
+        frozenset(tree.set_aside),
+        unsafe,
+        tuple(tree.corrupt),
+        tuple(tree.uncommitted),
+        dead_push,
+        tuple(notes),
+        wiped=bool(tree.committed) and not files,
+        unknown=unknown,
+    )
+
+
+def split_keys(
+    prefix: str, entries: Sequence[KVEntry]
+) -> tuple[dict[str, KVEntry], tuple[tuple[str, str], ...]]:
+    """The entries that are files, by relative path, and (key, reason) of those that can
+    never be: unsafe names, fileconsul's temporary names, another tree's history."""
+    files: dict[str, KVEntry] = {}
+    unsafe: list[tuple[str, str]] = []
+    start = len(prefix) + 1
+    for entry in entries:
+        if not entry.key.startswith(prefix + "/") and entry.key != prefix:
+            continue
+        rel = entry.key[start:]
+        if is_internal(rel):
+            continue
+        reason = "a key equal to the prefix" if rel == "" else unsafe_reason(rel)
+        if reason is not None:
+            unsafe.append((entry.key, reason))
+        else:
+            files[rel] = entry
+    return files, tuple(unsafe)
+
+
+def _dead_push(entry: KVEntry | None, revision: int) -> tuple[Commit | None, str | None]:
+    if entry is None:
+        return None, None
+    try:
+        return Commit.decode(entry.value, revision), None
+    except ValueError as exc:
+        return None, f"the record {entry.key} is unreadable ({exc})"
+
+
+def _add_entry(tree: _Building, rel: str, entry: KVEntry, pending: Change | None) -> None:
+    digest = content_hash(entry.value)
+    listed = tree.committed.get(rel)
+    flags_ok = entry.flags == hash_to_flags(digest)
+    if tree.commit_index and entry.modify_index <= tree.commit_index and listed is not None:
+        if listed.hash != digest:
+            # Keep the commit's claim: a pull that needs the value fails verification on it.
+            tree.corrupt.append((rel, "its value does not match the committed hash"))
+            tree.files[rel] = listed
+            return
+    elif _uncommitted(tree, entry, pending, digest, flags_ok):
+        tree.uncommitted.append(rel)
+        if listed is not None:
+            tree.keep_committed(rel)
+        return
+    mode = listed.mode if listed is not None else DEFAULT_MODE
+    tree.files[rel] = FileInfo(digest, len(entry.value), mode)
+    tree.values[rel] = entry.value
+    if not flags_ok:
+        tree.adopt.add(rel)
+
+
+def _uncommitted(
+    tree: _Building, entry: KVEntry, pending: Change | None, digest: str, flags_ok: bool
+) -> bool:
+    """Whether a value written after the commit belongs to a push that has not committed."""
+    if entry.modify_index <= tree.commit_index:
+        return False
+    if tree.head is not None:
+        return pending is not None and pending.new is not None and pending.new.hash == digest
+    # The first format kept no record of a push under way: a value with its hash in its
+    # Flags, written after the manifest, was one.
+    return bool(tree.commit_index) and flags_ok

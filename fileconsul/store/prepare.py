@@ -1,0 +1,215 @@
+"""A commit made ready to send: the tree it was planned on, the tree it makes, its record,
+head and manifest, every key it writes and the contents it replaces (kept under its
+revision, so that history costs what changes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from fileconsul.errors import ConflictError
+from fileconsul.model import records
+from fileconsul.model.facts import FileInfo, Files, content_hash, update
+from fileconsul.model.manifest import digest, encode
+from fileconsul.model.plan import Action
+from fileconsul.model.records import Author, Change, Commit, Head
+from fileconsul.model.tree import RemoteTree
+from fileconsul.store.batching import batches
+from fileconsul.store.client import TXN_MAX_OPS, ConsulClient
+from fileconsul.store.layout import blob_key, content_key, file_key, log_key, manifest_key
+
+#: Bytes of values read per transaction (the contents a commit replaces).
+_READ_BATCH = 4 * 1024 * 1024
+#: Reads a local file's bytes for a push (its relative path): the bytes the store sends when
+#: the plan did not keep them, checked against the planned hash before they go.
+Source = Callable[[str], bytes]
+
+
+#: Room kept in each transaction body for its checks and the envelope.
+ENVELOPE = 1024
+
+
+def b64_len(size: int) -> int:
+    """The length of `size` bytes in base64, as values travel in a transaction."""
+    return 4 * ((size + 2) // 3)
+
+
+def _json_len(text: str) -> int:
+    """At most how long `text` is as a JSON string (a non-ASCII character can take 12 bytes)."""
+    return len(text) + 3 if text.isascii() else 12 * len(text) + 3
+
+
+class Write(NamedTuple):
+    """One key a commit writes: a file (no target: deleted) or a kept content."""
+
+    key: str
+    target: FileInfo | None
+    #: The bytes, when known already; else read from the local file `path`.
+    value: bytes | None
+    path: str
+    #: About how many bytes of JSON its operation takes in a transaction.
+    cost: int
+
+
+def write_of(key: str, target: FileInfo | None, value: bytes | None, path: str = "") -> Write:
+    size = target.size if target else 0
+    return Write(key, target, value, path, b64_len(size) + 2 * _json_len(key) + 128)
+
+
+def cost(write: Write) -> int:
+    return write.cost
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A commit, ready to send: the tree it was planned on, the tree it makes, its record and
+    head, and every key it writes."""
+
+    tree: RemoteTree
+    after: dict[str, FileInfo]
+    commit: Commit
+    head: Head
+    files: list[Write]
+    #: The contents the commit replaces, kept under its revision (hash -> write).
+    kept: list[Write]
+    manifest: bytes
+    record: bytes
+    limit: int
+    #: Where the bytes of a file write without a value come from.
+    source: Source | None = None
+
+    @property
+    def revision(self) -> int:
+        return self.commit.revision
+
+    @property
+    def metadata(self) -> tuple[Write, Write]:
+        """The record and the manifest: the journal of the push, written before its files."""
+        prefix = self.tree.prefix
+        return (
+            write_of(log_key(prefix, self.revision), None, self.record),
+            write_of(manifest_key(prefix, self.revision), None, self.manifest),
+        )
+
+    def content(self, write: Write) -> bytes:
+        """The bytes to write, re-checked against the hash the plan was made with."""
+        if write.value is not None:
+            return write.value
+        assert write.target is not None
+        assert self.source is not None
+        data = self.source(write.path)
+        if content_hash(data) != write.target.hash:
+            raise ConflictError(
+                f"{write.path} changed while it was being pushed; run push again when it is quiet"
+            )
+        return data
+
+
+def files_after(tree_files: Files, actions: Sequence[Action]) -> dict[str, FileInfo]:
+    """The tree once `actions` are applied to it."""
+    files = dict(tree_files)
+    update(files, ((a.path, a.target) for a in actions))
+    return files
+
+
+def prepare(
+    client: ConsulClient,
+    tree: RemoteTree,
+    actions: Sequence[Action],
+    *,
+    contents: Mapping[str, bytes],
+    source: Source | None = None,
+    limit: int,
+    author: Author,
+    message: str,
+    keep: int,
+    rollback_of: int | None = None,
+) -> Prepared:
+    """The commit of `actions` on `tree` (keys another tool wrote are adopted with it):
+    its record, head, manifest, the keys it writes and the contents it replaces. A file's
+    bytes are `contents[path]`, else read from `source` as they are sent."""
+    prefix = tree.prefix
+    after = files_after(tree.files, actions)
+    changed = {a.path for a in actions}
+    files = [
+        write_of(file_key(prefix, a.path), a.target, contents.get(a.path), a.path) for a in actions
+    ]
+    files += [
+        write_of(file_key(prefix, p), tree.files[p], tree.values[p], p)
+        for p in sorted(tree.adopt - changed)
+        if p in tree.values and p in after
+    ]
+    changes = records.diff(tree.committed, after)
+    revision = tree.revision + 1
+    if tree.head is not None and not tree.unknown:
+        new_digest = records.digest_after(tree.head.commit.digest, changes)
+    else:
+        new_digest = digest(after)
+    commit = records.new_commit(
+        revision,
+        changes,
+        after,
+        new_digest,
+        author=author,
+        message=message,
+        rollback_of=rollback_of,
+    )
+    head = records.new_head(commit, keep=keep)
+    kept = _kept(client, tree, changes, revision, keep)
+    return Prepared(
+        tree,
+        after,
+        commit,
+        head,
+        files,
+        kept,
+        encode(after, revision, max_size=limit),
+        commit.encode(max_size=limit),
+        limit,
+        source,
+    )
+
+
+def _kept(
+    client: ConsulClient, tree: RemoteTree, changes: Sequence[Change], revision: int, keep: int
+) -> list[Write]:
+    """The committed contents `changes` replace or delete, read from Consul, to keep under
+    `revision`: history costs what changes. A content another tool already replaced cannot be
+    kept (a rollback past it is refused)."""
+    replaced = {
+        c.old.hash: c
+        for c in changes
+        if c.old is not None and (c.new is None or c.new.hash != c.old.hash)
+    }
+    if not replaced or keep < 1:
+        return []
+    found = _read_contents(client, tree, list(replaced.values()))
+    return [
+        write_of(blob_key(tree.prefix, revision, digest_), FileInfo(digest_, len(data)), data)
+        for digest_, data in sorted(found.items())
+    ]
+
+
+def _read_contents(
+    client: ConsulClient, tree: RemoteTree, changes: list[Change]
+) -> dict[str, bytes]:
+    """The committed content of each change's old state, by hash, where it can still be
+    read: a value read already, the key itself, or where a push that did not commit kept it."""
+    found: dict[str, bytes] = {}
+    wanted: list[tuple[str, str]] = []
+    for change in changes:
+        assert change.old is not None
+        value = tree.values.get(change.path)
+        if value is not None and content_hash(value) == change.old.hash:
+            found[change.old.hash] = value
+        else:
+            wanted.append((content_key(tree, change.path), change.old.hash))
+    sizes = {c.old.hash: c.old.size for c in changes if c.old is not None}
+    for batch in batches(wanted, lambda w: sizes[w[1]], count=TXN_MAX_OPS, total=_READ_BATCH):
+        values = client.values_of([key for key, _ in batch])
+        for key, digest_ in batch:
+            value = values.get(key)
+            if value is not None and content_hash(value) == digest_:
+                found[digest_] = value
+    return found

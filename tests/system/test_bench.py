@@ -1,0 +1,81 @@
+"""The benchmark at its smallest size: a smoke check that it runs and reports every figure.
+Its numbers are not asserted here: timing belongs to the benchmark, not to the tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CASES = {
+    "first push",
+    "consul kv import",
+    "floor: txn writes, 1 in flight",
+    "floor: txn writes, 4 in flight",
+    "status, no change",
+    "status, one changed",
+    "pull into empty dir",
+    "consul kv export",
+    "floor: one ?recurse read",
+    "floor: creating the files",
+    "floor: start-up",
+    "floor: txn gets, 1 in flight",
+    "floor: txn gets, 4 in flight",
+    "pull one changed",
+    "push one changed",
+    "log, every kept revision",
+    "diff of one file",
+    "rollback of one changed file",
+}
+
+
+def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench.py"),
+            "--sizes",
+            "100",
+            "--runs",
+            "1",
+            "--watch-pushes",
+            "3",
+            "--fleet-sizes",
+            "100",
+            "--watchers",
+            "3",
+            "--fleet-pushes",
+            "2",
+            "--fleet-idle",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (size,) = report["sizes"]
+    assert size["files"] == 100
+    assert set(size["cases"]) == CASES
+    assert all(case["seconds"] > 0 for case in size["cases"].values())
+    assert size["cases"]["pull into empty dir"]["received_bytes"] >= 100 * 4096
+    assert size["cases"]["status, no change"]["peak_rss_mb"] > 0
+    assert set(size["ratios"]) >= {"first push / consul kv import", "first push / floor writes"}
+    held = size["history"]
+    assert held["revisions"] == 100  # the default kept, after more pushes than that
+    assert held["by_kind"]["log"]["keys"] == 100
+    assert held["by_kind"]["manifests"]["keys"] == 1
+    assert held["by_kind"]["blobs"]["bytes"] >= 99 * 4096  # each replaced value kept once
+    assert report["watch"]["pushes"] == 3
+    assert "first push" in result.stdout
+    fleet = {row["design"].split()[0]: row for row in report["fleet"]}
+    assert set(fleet) >= {"fileconsul"}
+    assert fleet["fileconsul"]["watchers"] == 3
+    assert fleet["fileconsul"]["server_kib_written_per_watcher_per_push"] > 0
