@@ -12,6 +12,7 @@
     ├── PermissionDenied             6  Consul's ACLs refused (403)
     ├── IntegrityError               7  a value, a record, a manifest or the head is corrupt
     ├── CheckRejected                8  the --check command rejected the change
+    ├── HookFailed                   9  the --exec command failed (the change stands)
     └── Interrupted                130  Ctrl-C or SIGTERM
 
 Anything else that escapes is a bug: the CLI reports it in one line with exit 70.
@@ -77,6 +78,13 @@ class CheckRejected(FileconsulError):
     def __init__(self, message: str, *, revision: int, exit: int, output: str) -> None:
         super().__init__(message)
         self.revision, self.exit, self.output = revision, exit, output
+
+
+class HookFailed(FileconsulError):
+    """The --exec command failed or timed out after the change was applied; the change
+    stands."""
+
+    exit_code = 9
 
 
 class Interrupted(FileconsulError):

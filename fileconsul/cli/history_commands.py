@@ -21,7 +21,8 @@ from fileconsul.cli.sync_commands import FORCE, print_outcome
 from fileconsul.commands import diff as diffs
 from fileconsul.commands import history as revisions
 from fileconsul.commands import rollback as rollbacks
-from fileconsul.errors import EXIT_CHANGES, UsageError
+from fileconsul.errors import EXIT_CHANGES, IntegrityError, UsageError
+from fileconsul.model.records import Commit
 
 _REVISION = re.compile(r"r?([0-9]+)")
 
@@ -65,15 +66,33 @@ def log(ctx: click.Context, limit: int | None, as_json: bool) -> None:
     with open_run(ctx, local=False) as (run, out):
         history = revisions.log(run, limit)
     head = history.head.revision if history.head else 0
+    entries: list[tuple[int, Commit | revisions.Unreadable]] = [
+        *((c.revision, c) for c in history.commits),
+        *((u.revision, u) for u in history.unreadable),
+    ]
+    entries.sort(key=lambda item: -item[0])
     if as_json:
-        commits = [render.commit_json(c) for c in history.commits]
-        out.json({"prefix": history.prefix, "head": head, "revisions": commits})
-    elif not history.commits:
+        listed = [
+            render.commit_json(e)
+            if isinstance(e, Commit)
+            else {"revision": e.revision, "unreadable": e.reason}
+            for _, e in entries
+        ]
+        out.json({"prefix": history.prefix, "head": head, "revisions": listed})
+    elif not entries:
         out.out(f"{history.prefix} has no revision yet.")
     else:
         out.out(
-            "\n\n".join(render.commit_text(c, all_changes=out.verbose) for c in history.commits)
+            "\n\n".join(
+                render.commit_text(e, all_changes=out.verbose)
+                if isinstance(e, Commit)
+                else f"r{e.revision}  (unreadable) {e.reason}"
+                for _, e in entries
+            )
         )
+    for unreadable in history.unreadable:
+        out.error(unreadable.reason)
+    ctx.exit(IntegrityError.exit_code if history.unreadable else 0)
 
 
 @cli.command()
@@ -173,4 +192,4 @@ def rollback(
     options = rollbacks.RollbackOptions(message, dry_run, force, max_delete, node)
     with open_run(ctx, local=False) as (run, out):
         outcome = rollbacks.rollback(run, revision, options)
-    print_outcome(out, "push", outcome, as_json, run.prefix)
+    print_outcome(out, "rollback", outcome, as_json, run.prefix)

@@ -10,6 +10,7 @@ from typing import Any
 
 from fileconsul.commands.diff import Diff, FileDiff, Side
 from fileconsul.commands.outcome import Outcome
+from fileconsul.fleet.deliver import Delivery
 from fileconsul.fleet.reports import Fleet
 from fileconsul.model.facts import ChangeKind, FileInfo
 from fileconsul.model.plan import Action, Plan
@@ -94,23 +95,44 @@ def _summary(actions: Sequence[Action]) -> str:
     return ", ".join(f"{counts[kind]:,} {kind}" for kind in order if counts[kind])
 
 
+_VERBS = {"push": "push", "pull": "pull", "rollback": "roll back"}
+_NOTHING = {
+    "push": "Nothing to push.",
+    "pull": "Already up-to-date.",
+    "rollback": "Nothing to roll back: the head's tree is that revision's already.",
+}
+
+
 def outcome_text(command: str, outcome: Outcome, *, verbose: bool = False) -> str:
-    verb = f"would {command}" if outcome.dry_run else command
+    verb = _VERBS[command]
+    verb = f"would {verb}" if outcome.dry_run else verb
     actions = outcome.actions
     if verbose or len(actions) <= LIST_UP_TO:
         lines = [action_line(verb, a) for a in actions]
     else:
         lines = [f"{verb}: {_summary(actions)} (--verbose lists them)"]
     count = f"{len(actions):,} {'file' if len(actions) == 1 else 'files'}"
-    if command == "push" and outcome.committed is not None:
+    if outcome.committed is not None:
         committed = outcome.committed.commit
         what = f"rolled back to r{committed.rollback_of}, " if committed.rollback_of else ""
-        lines.append(f"committed r{committed.revision}: {what}{count}.")
-    elif not actions:
-        lines.append("Already up-to-date." if command == "pull" else "Nothing to push.")
-    elif not outcome.dry_run:
+        done = f"{what}{count}" if actions else committed.message
+        lines.append(f"committed r{committed.revision}: {done}.")
+    elif actions and not outcome.dry_run:
         lines.append(f"applied r{outcome.revision}: {count}.")
+    elif not actions:
+        lines.append(_nothing(command, outcome))
     return "\n".join(lines)
+
+
+def _nothing(command: str, outcome: Outcome) -> str:
+    skipped = len(outcome.skipped)
+    if skipped:
+        return f"Applied nothing: {skipped:,} {'path' if skipped == 1 else 'paths'} skipped."
+    if command == "pull" and outcome.nothing_remote:
+        return (
+            f"Consul holds nothing under {outcome.prefix}/ yet: nothing to pull (check --prefix)."
+        )
+    return _NOTHING[command]
 
 
 def outcome_json(command: str, prefix: str, outcome: Outcome) -> dict[str, Any]:
@@ -125,6 +147,29 @@ def outcome_json(command: str, prefix: str, outcome: Outcome) -> dict[str, Any]:
         "skipped": [{"path": path, "reason": why} for path, why in outcome.skipped],
         "warnings": outcome.warnings,
     }
+
+
+def delivery_json(prefix: str, delivery: Delivery) -> dict[str, Any]:
+    """What a pull did, with its check and hook, as one object."""
+    outcome = delivery.outcome
+    data: dict[str, Any] = (
+        outcome_json("pull", prefix, outcome)
+        if outcome
+        else {
+            "prefix": prefix,
+            "command": "pull",
+        }
+    )
+    check, hook = delivery.check, delivery.hook_result
+    data["check"] = None if check is None else {"exit": check.exit, "output": check.tail}
+    data["hook"] = (
+        None if hook is None else {"command": delivery.hook, "exit": hook.exit, "output": hook.tail}
+    )
+    data["held"] = outcome.held if outcome else None
+    data["notes"] = delivery.notes
+    data["error"] = None if delivery.error is None else str(delivery.error)
+    data["exit_code"] = delivery.exit_code
+    return data
 
 
 # -- the fleet ------------------------------------------------------------------------------
@@ -261,7 +306,8 @@ def _file_diff(f: FileDiff) -> Iterator[str]:
     b_name = f"{b}\t({f.new_name})" if new.info else "/dev/null"
     for side, name, where in ((old, a, f.old_name), (new, b, f.new_name)):
         if side.info is not None and side.data is None:
-            yield f"(the content of {name} in {where} is no longer kept)\n"
+            why = "is corrupt in Consul" if side.corrupt else "is no longer kept"
+            yield f"(the content of {name} in {where} {why})\n"
             return
     if not (_is_text(old) and _is_text(new)):
         a_shown = a if old.info else "/dev/null"

@@ -27,7 +27,7 @@ from fileconsul.commands.push import push as push_tree
 from fileconsul.commands.status import status as status_of
 from fileconsul.errors import EXIT_CHANGES, FileconsulError, InvalidInput
 from fileconsul.fleet import deliver, reports
-from fileconsul.fleet.hooks import Hooks
+from fileconsul.fleet.hooks import DEFAULT_TIMEOUT, Hooks
 from fileconsul.model.records import DEFAULT_KEEP
 from fileconsul.model.tree import KVEntry
 from fileconsul.store.client import entry_of
@@ -60,6 +60,15 @@ HOOK_OPTIONS = [
         metavar="CMD",
         help="Run CMD on the applied tree before --exec; when it fails, every file is put back "
         "as it was, --on-failure runs, and the revision is reported rejected (pull exits 8).",
+    ),
+    click.option(
+        "--hook-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        metavar="SECONDS",
+        help="Kill --check, --exec or --on-failure (and every process it started) after "
+        "SECONDS: a failure (exit 124).",
     ),
 ]
 
@@ -117,8 +126,15 @@ def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
     "--keep",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Keep the last N revisions from now on, for every pusher of the prefix "
-    f"[default: as before, else {DEFAULT_KEEP}].",
+    help="Keep the last N revisions from now on, for every pusher of the prefix (a change "
+    f"of N is committed even with nothing else to push) [default: as before, else "
+    f"{DEFAULT_KEEP}].",
+)
+@click.option(
+    "--new-history",
+    is_flag=True,
+    help="Start a new history over one whose head was lost (deleted or never restored): "
+    "its revisions follow the old ones, whose records and kept contents are deleted.",
 )
 @JSON
 @NO_REPORT
@@ -131,6 +147,7 @@ def push(
     force: bool,
     max_delete: int | None,
     keep: int | None,
+    new_history: bool,
     as_json: bool,
     no_report: bool,
     node: str | None,
@@ -145,7 +162,7 @@ def push(
       fileconsul push --dry-run
       fileconsul push -m "raise the ntp poll interval"
     """
-    options = PushOptions(force, dry_run, max_delete, message, keep, node)
+    options = PushOptions(force, dry_run, max_delete, message, keep, node, new_history)
     with open_run(ctx) as (run, out):
         outcome = push_tree(run, options)
         if not no_report:
@@ -177,6 +194,7 @@ def pull(
     exec_cmd: str | None,
     on_failure: str | None,
     check_cmd: str | None,
+    hook_timeout: float,
     as_json: bool,
     no_report: bool,
     node: str | None,
@@ -184,8 +202,9 @@ def pull(
 ) -> None:
     """Apply remote changes to the local tree, verified and atomically.
 
-    Run by `consul watch` (CONSUL_INDEX is set), it reads the watch's JSON from stdin, uses the
-    values a keyprefix payload carries, and exits 0 even on errors unless --strict.
+    Exits 9 when --exec failed (the change stands). Run by `consul watch` (CONSUL_INDEX is
+    set), it reads the watch's JSON from stdin, uses the values a keyprefix payload carries,
+    and exits 0 even on errors unless --strict.
 
     \b
     Examples:
@@ -193,8 +212,9 @@ def pull(
       consul watch -type key -key fileconsul.fileconsul/head fileconsul pull
     """
     as_handler = "CONSUL_INDEX" in os.environ
+    hooks = Hooks(exec_cmd, on_failure, check_cmd, hook_timeout)
     options = deliver_options(
-        Hooks(exec_cmd, on_failure, check_cmd), no_report, node, max_delete, force, dry_run
+        hooks, no_report, node, max_delete, force, dry_run, json_output=as_json
     )
     code = 0
     try:
@@ -218,7 +238,10 @@ def deliver_options(
     dry_run: bool = False,
     *,
     halt: bool = False,
+    json_output: bool = False,
 ) -> deliver.DeliverOptions:
+    """The delivery's options; what the hooks print goes to stdout, or to stderr when stdout
+    carries JSON."""
     return deliver.DeliverOptions(
         hooks=hooks,
         report=not no_report,
@@ -229,6 +252,7 @@ def deliver_options(
         halt_on_failure=halt,
         # A node that checks or halts also keeps out of a halted rollout.
         respect_halts=halt or hooks.check is not None,
+        echo=(sys.stderr if json_output else sys.stdout).buffer,
     )
 
 
@@ -236,24 +260,31 @@ def _print_delivery(
     out: Output,
     delivery: deliver.Delivery,
     *,
-    quiet_noop: bool = False,
     as_json: bool = False,
     prefix: str = "",
 ) -> int:
-    """Print what a delivery did (a watch stays silent when it did nothing); its exit code."""
+    """Print what a delivery did: text, or one JSON object (nothing else on stdout); its exit
+    code."""
     outcome = delivery.outcome
-    if outcome is not None and (outcome.actions or outcome.skipped or not quiet_noop):
-        print_outcome(out, "pull", outcome, as_json, prefix)
-    if delivery.check is not None:
-        line = f"--check exited {delivery.check.exit}"
-        out.out(line) if delivery.check.exit == 0 else out.warn(f"{line}: {delivery.check.tail}")
-    if delivery.hook is not None:
-        line = f"hook exited {delivery.hook_exit}: {delivery.hook}"
-        out.out(line) if delivery.hook_exit == 0 else out.warn(line)
-    if delivery.outcome is not None and delivery.outcome.held:
-        out.warn(delivery.outcome.held)
-    for note in delivery.notes:
-        out.warn(note)
+    if as_json:
+        out.json(render.delivery_json(prefix, delivery))
+    else:
+        if outcome is not None:
+            print_outcome(out, "pull", outcome)
+        if delivery.check is not None:
+            line = f"--check exited {delivery.check.exit}"
+            if delivery.check.exit == 0:
+                out.out(line)
+            else:
+                out.warn(f"{line}: {delivery.check.tail}")
+        result = delivery.hook_result
+        if delivery.hook is not None and result is not None:
+            line = f"hook exited {result.exit}: {delivery.hook}"
+            out.out(line) if result.exit == 0 else out.warn(line)
+        if outcome is not None and outcome.held:
+            out.warn(outcome.held)
+        for note in delivery.notes:
+            out.warn(note)
     if delivery.error is not None:
         out.error(str(delivery.error))
     return delivery.exit_code

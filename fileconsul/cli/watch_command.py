@@ -8,14 +8,10 @@ from contextlib import contextmanager
 
 import click
 
-from fileconsul.cli.base import MAX_DELETE, NODE, Output, cli, common_options, open_run, stack
+from fileconsul.cli import render
+from fileconsul.cli.base import MAX_DELETE, NODE, cli, common_options, open_run, stack
 from fileconsul.cli.events import Events
-from fileconsul.cli.sync_commands import (
-    HOOK_OPTIONS,
-    NO_REPORT,
-    deliver_options,
-    print_outcome,
-)
+from fileconsul.cli.sync_commands import HOOK_OPTIONS, NO_REPORT, deliver_options
 from fileconsul.commands import pull, push
 from fileconsul.commands.context import Context
 from fileconsul.fleet import watch
@@ -88,6 +84,7 @@ def watch_command(
     exec_cmd: str | None,
     on_failure: str | None,
     check_cmd: str | None,
+    hook_timeout: float,
     max_parallel: int | None,
     halt_on_failure: bool | None,
     no_report: bool,
@@ -111,9 +108,10 @@ def watch_command(
       fileconsul watch --check 'nginx -t' --max-parallel 2 --metrics-addr 127.0.0.1:9135
     """
     halt = halt_on_failure if halt_on_failure is not None else max_parallel is not None
-    hooks = Hooks(exec_cmd, on_failure, check_cmd)
+    hooks = Hooks(exec_cmd, on_failure, check_cmd, hook_timeout)
+    json_output = log_format == "json"
     options = watch.WatchOptions(
-        deliver_options(hooks, no_report, node, max_delete, halt=halt),
+        deliver_options(hooks, no_report, node, max_delete, halt=halt, json_output=json_output),
         random_delay=random_delay,
         once=once,
         wait=wait,
@@ -123,10 +121,11 @@ def watch_command(
     stopper.install()
     metrics = Metrics(metrics_addr)
     try:
-        with open_run(ctx, stale=stale) as (run, out), _local_pusher(run, out, push_local):
-            tell = Events("json" if log_format == "json" else "text", quiet=out.quiet)
-            _start_line(run, tell, options)
-            code = watch.watch(run, options, stopper, tell, metrics)
+        with open_run(ctx, stale=stale) as (run, out):
+            tell = Events("json" if json_output else "text", quiet=out.quiet)
+            with _local_pusher(run, tell, push_local):
+                _start_line(run, tell, options)
+                code = watch.watch(run, options, stopper, tell, metrics)
     finally:
         stopper.restore()
         metrics.close()
@@ -148,8 +147,9 @@ def _start_line(run: Context, tell: Events, options: watch.WatchOptions) -> None
 
 
 @contextmanager
-def _local_pusher(run: Context, out: Output, enabled: bool) -> Iterator[None]:
-    """With `enabled`, push local changes from a thread of its own, on a client of its own."""
+def _local_pusher(run: Context, tell: Events, enabled: bool) -> Iterator[None]:
+    """With `enabled`, push local changes from a thread of its own, on a client of its own;
+    each push is an event like the watch's others."""
     if not enabled:
         yield
         return
@@ -160,10 +160,17 @@ def _local_pusher(run: Context, out: Output, enabled: bool) -> Iterator[None]:
 
         def push_once() -> None:
             outcome = push.push(push_run)
+            for warning in outcome.warnings:
+                tell("warning", warning, level="warning")
             if outcome.actions:
-                print_outcome(out, "push", outcome)
+                paths = [a.path for a in outcome.actions]
+                text = render.outcome_text("push", outcome).splitlines()[-1]
+                tell("push", text, revision=outcome.revision, paths=paths)
 
-        pusher = LocalPusher(run.settings.basepath, push_once, out.warn)
+        def failed(text: str) -> None:
+            tell("error", text, level="error")
+
+        pusher = LocalPusher(run.settings.basepath, push_once, failed)
         pusher.start()
         try:
             yield

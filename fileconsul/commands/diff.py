@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fileconsul.commands import history
 from fileconsul.commands.context import Context
 from fileconsul.commands.status import status
-from fileconsul.errors import InvalidInput
+from fileconsul.errors import InvalidInput, UsageError
 from fileconsul.local import scan
 from fileconsul.model.facts import ChangeKind, FileInfo, Files, classify, same
 from fileconsul.store.layout import content_key
@@ -21,11 +21,12 @@ _LOCAL_LIMIT = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a file's diff: its facts (None: absent) and its bytes (None: absent, or
-    no longer kept)."""
+    """One side of a file's diff: its facts (None: absent) and its bytes (None: absent, no
+    longer kept, or, with `corrupt`, kept but not matching its hash)."""
 
     info: FileInfo | None
     data: bytes | None
+    corrupt: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def local_vs_head(ctx: Context, filters: Sequence[str]) -> Diff:
     labels: dict[str, str] = {a.path: f"push: {a.change}" for a in plan.push}
     labels |= {a.path: f"pull: {a.change}" for a in plan.pull}
     labels |= {c.path: f"conflict: local {c.local}, remote {c.remote}" for c in plan.conflicts}
+    refuse_unmatched(filters, {*seen.local, *seen.remote, *seen.base})
     paths = sorted(p for p in labels if selected(p, filters))
     keys = {p: content_key(tree, p) for p in paths}
     remote_side = _read(ctx, {p: (keys[p], seen.remote.get(p)) for p in paths}, tree.values)
@@ -78,7 +80,7 @@ def local_vs_head(ctx: Context, filters: Sequence[str]) -> Diff:
 
 def local_vs_revision(ctx: Context, revision: int, filters: Sequence[str]) -> Diff:
     """Every path that differs between kept revision `revision` and this node."""
-    back = history.past(ctx, revision)
+    back = history.past(ctx, revision, what="compared")
     old = back.files_at(revision)
     local = scan.scan(ctx.basepath)
     new = {p: i for p, i in local.files.items() if not local.ignored(p)}
@@ -89,7 +91,7 @@ def local_vs_revision(ctx: Context, revision: int, filters: Sequence[str]) -> Di
 
 def between(ctx: Context, first: int, second: int, filters: Sequence[str]) -> Diff:
     """Every path that differs between two kept revisions."""
-    back = history.past(ctx, min(first, second))
+    back = history.past(ctx, first, second, what="compared")
     old, new = back.files_at(first), back.files_at(second)
     paths = _differing(old, new, filters)
     old_side, new_side = _kept(ctx, back, paths, old), _kept(ctx, back, paths, new)
@@ -120,7 +122,7 @@ def patch_of(ctx: Context, revision: int) -> Diff:
 
 
 def _first(ctx: Context) -> Diff:
-    back = history.past(ctx, 1)
+    back = history.past(ctx, 1, what="shown")
     new = back.files_at(1)
     paths = sorted(new)
     return _diff(
@@ -142,7 +144,18 @@ def _kind(old: FileInfo | None, new: FileInfo | None) -> ChangeKind:
 
 def _differing(old: Files, new: Files, filters: Sequence[str]) -> list[str]:
     paths = set(old) | set(new)
+    refuse_unmatched(filters, paths)
     return sorted(p for p in paths if selected(p, filters) and not same(old.get(p), new.get(p)))
+
+
+def refuse_unmatched(filters: Sequence[str], paths: set[str]) -> None:
+    """UsageError naming each filter that is no path of either side, nor a directory of one
+    (as git says of a pathspec that matches no file)."""
+    unmatched = [f for f in filters if not any(selected(p, [f]) for p in paths)]
+    if unmatched:
+        raise UsageError(
+            f"{', '.join(unmatched)}: no such file or directory on either side of the diff"
+        )
 
 
 def _kept(ctx: Context, back: history.Past, paths: list[str], files: Files) -> dict[str, Side]:
@@ -164,8 +177,11 @@ def _read(
         for p, (key, info) in keys.items()
         if info is not None and key and p not in known
     }
-    found = {**history.contents(ctx, wanted), **known}
-    return {p: Side(info, found.get(p) if info else None) for p, (_, info) in keys.items()}
+    found, corrupt = history.contents(ctx, wanted)
+    found.update(known)
+    return {
+        p: Side(info, found.get(p) if info else None, p in corrupt) for p, (_, info) in keys.items()
+    }
 
 
 def _local(ctx: Context, paths: Sequence[str], files: Files) -> dict[str, Side]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from fileconsul.commands.context import Context
-from fileconsul.errors import InvalidInput, UsageError
+from fileconsul.errors import IntegrityError, InvalidInput, UsageError
 from fileconsul.model import records
 from fileconsul.model.facts import FileInfo, content_hash
 from fileconsul.model.records import Commit, Head
@@ -19,12 +20,22 @@ from fileconsul.store.client import TXN_MAX_OPS, TxnFailed
 from fileconsul.store.layout import blob_key, content_key, log_key
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A kept revision whose record is corrupt: the others are still listed."""
+
+    revision: int
+    reason: str
+
+
 @dataclass
 class Log:
     prefix: str
     head: Head | None
     #: The records asked for, newest first.
     commits: list[Commit] = field(default_factory=list)
+    #: The revisions asked for whose records cannot be read.
+    unreadable: list[Unreadable] = field(default_factory=list)
 
 
 def log(ctx: Context, limit: int | None = None) -> Log:
@@ -33,25 +44,32 @@ def log(ctx: Context, limit: int | None = None) -> Log:
     if head is None:
         return Log(ctx.prefix, None)
     first = head.oldest if limit is None else max(head.oldest, head.revision - limit + 1)
-    commits = _records(ctx, range(first, head.revision + 1))
-    return Log(ctx.prefix, head, sorted(commits, key=lambda c: -c.revision))
+    commits, unreadable = _records(ctx, range(first, head.revision + 1))
+    return Log(ctx.prefix, head, sorted(commits, key=lambda c: -c.revision), unreadable)
 
 
-def _records(ctx: Context, revisions: Iterable[int]) -> list[Commit]:
-    """The records of `revisions` that are kept (one falling out meanwhile is left out)."""
+def _records(ctx: Context, revisions: Iterable[int]) -> tuple[list[Commit], list[Unreadable]]:
+    """The records of `revisions` that are kept (one falling out meanwhile is left out), and
+    those that cannot be read."""
     keys = {log_key(ctx.prefix, r): r for r in revisions}
-    found = []
+    found, unreadable = [], []
     for batch in batches(list(keys), lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
         for key, value in ctx.client.values_of(batch, stale=ctx.stale).items():
-            found.append(Commit.decode(value, keys[key]))
-    return found
+            try:
+                found.append(read.decode_record(key, value, keys[key]))
+            except IntegrityError as exc:
+                unreadable.append(Unreadable(keys[key], str(exc)))
+    return found, sorted(unreadable, key=lambda u: -u.revision)
 
 
 def commit_of(ctx: Context, revision: int) -> tuple[Head, Commit]:
-    """The head, and revision `revision`'s record; InvalidInput when it is not kept."""
+    """The head, and revision `revision`'s record; InvalidInput when it is not kept,
+    IntegrityError when it is corrupt."""
     head = _head(ctx)
     _check_kept(head, revision, "shown")
-    found = _records(ctx, [revision])
+    found, unreadable = _records(ctx, [revision])
+    if unreadable:
+        raise IntegrityError(unreadable[0].reason)
     if not found:
         raise InvalidInput(f"revision {revision} is no longer kept (the oldest is {head.oldest})")
     return head, found[0]
@@ -65,10 +83,11 @@ def _head(ctx: Context) -> Head:
 
 
 def _check_kept(head: Head, revision: int, what: str) -> None:
-    if revision < 1 or revision > head.revision:
+    if revision < head.since or revision > head.revision:
         raise UsageError(
-            f"there is no revision {revision}: the revisions are 1 to {head.revision} "
-            f"(of which {head.oldest} to {head.revision} are kept)"
+            f"there is no revision {revision}: the revisions are {head.since} to "
+            f"{head.revision} (of which {head.oldest} to {head.revision} are kept); nothing "
+            f"can be {what}"
         )
     if revision < head.oldest:
         raise InvalidInput(
@@ -119,12 +138,17 @@ class Past:
         return None
 
 
-def past(ctx: Context, revision: int, *, known: RemoteTree | None = None) -> Past:
-    """The history back to `revision` (which must still be kept)."""
+def past(
+    ctx: Context, *revisions: int, known: RemoteTree | None = None, what: str = "restored"
+) -> Past:
+    """The history back to the earliest of `revisions`, each of which must still be kept
+    (else nothing can be `what`)."""
     tree = known or read.read(ctx.client, ctx.prefix, lock_wait=ctx.lock_wait, stale=ctx.stale)
     if tree.head is None:
         raise InvalidInput(f"{ctx.prefix} has no revision yet (push one first)")
-    _check_kept(tree.head, revision, "restored")
+    for asked in revisions:
+        _check_kept(tree.head, asked, what)
+    revision = min(revisions)
     try:
         commits = list(
             read.read_commits(ctx.client, ctx.prefix, range(revision + 1, tree.revision + 1))
@@ -136,14 +160,23 @@ def past(ctx: Context, revision: int, *, known: RemoteTree | None = None) -> Pas
     return Past(tree, {c.revision: c for c in commits})
 
 
-def contents(ctx: Context, wanted: Mapping[str, tuple[str, str]]) -> dict[str, bytes]:
-    """The bytes of each path -> (key that keeps them, their hash): only those that match."""
-    found: dict[str, bytes] = {}
+class Contents(NamedTuple):
+    #: The bytes of each path whose key holds what its hash says.
+    found: dict[str, bytes]
+    #: The paths whose key holds something else: the content kept there is corrupt.
+    corrupt: set[str]
+
+
+def contents(ctx: Context, wanted: Mapping[str, tuple[str, str]]) -> Contents:
+    """The bytes of each path -> (key that keeps them, their hash), where they match."""
+    result = Contents({}, set())
     items = sorted(wanted.items())
     for batch in batches(items, lambda _: 1, count=TXN_MAX_OPS, total=TXN_MAX_OPS):
         values = ctx.client.values_of([key for _, (key, _) in batch], stale=ctx.stale)
         for path, (key, digest) in batch:
             value = values.get(key)
             if value is not None and content_hash(value) == digest:
-                found[path] = value
-    return found
+                result.found[path] = value
+            elif value is not None:
+                result.corrupt.add(path)
+    return result

@@ -31,6 +31,9 @@ class Outcome:
     head_index: int = 0
     #: Why the revision was not applied here (halted, rejected before), when it was not.
     held: str | None = None
+    #: The prefix, and whether Consul holds nothing at all under it (no revision, no key).
+    prefix: str = ""
+    nothing_remote: bool = False
 
     @property
     def exit_code(self) -> int:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fileconsul.commands.context import Context
-from fileconsul.errors import ConflictError, InvalidInput
+from fileconsul.errors import ConflictError, IntegrityError, InvalidInput
 from fileconsul.local import record as records
 from fileconsul.local import scan, transaction
 from fileconsul.local.lock import local_lock
@@ -85,10 +85,16 @@ def view_of(record: Record, local: scan.Scan, tree: RemoteTree) -> View:
 
 
 def planned(
-    view: View, side: Side, *, force: bool, max_delete: int | None
+    view: View, side: Side, *, force: bool, max_delete: int | None, new_history: bool = False
 ) -> tuple[Plan, list[Action]]:
-    """The plan and what it moves on `side`; ConflictError on a conflict (unless `force`),
-    InvalidInput past the delete cap."""
+    """The plan and what it moves on `side`; IntegrityError on a tree that cannot be planned
+    on (its head lost with its history left, unless a push starts a new history; its facts
+    unknown), ConflictError on a conflict (unless `force`), InvalidInput past the cap."""
+    broken = planner.unknown_tree(view.tree)
+    if not (side == "push" and new_history):
+        broken = broken or planner.lost_history(view.tree)
+    if broken is not None:
+        raise IntegrityError(broken)
     found = view.sides.planned()
     if found.conflicts and not force:
         raise ConflictError(planner.conflict_refusal(found, side))

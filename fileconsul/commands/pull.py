@@ -97,10 +97,20 @@ def _pull(
         outcome.head_index = tree.head.index if tree.head else 0
         outcome.skipped += tree.unsafe
         outcome.held = options.hold(tree.revision) if options.hold and actions else None
+        outcome.prefix = ctx.prefix
+        outcome.nothing_remote = (
+            tree.head is None and not tree.files and not tree.unsafe and not tree.legacy_index
+        )
         if options.dry_run or outcome.held:
             outcome.actions = [] if outcome.held else actions
             return outcome
-        _apply(_Pull(ctx, options, view, found, outcome), actions)
+        pulling = _Pull(ctx, options, view, found, outcome)
+        if actions:
+            _apply(pulling, actions)
+        else:
+            # Nothing to write: no staging, no --check; the record moves to the revision.
+            with interrupts.critical(f"interrupted once revision {tree.revision} was recorded"):
+                _record(pulling, [], [])
         return outcome
 
 
@@ -120,7 +130,7 @@ def _apply(pull: _Pull, actions: list[Action]) -> None:
             with interrupts.critical(after):
                 # From the first rename on, a pull finishes: its files, then its record.
                 ready.txn.commit(view.local.stats)
-                _applied(pull, ready)
+                _record(pull, ready.applied, ready.skipped)
             return
         # A checked apply is kept only once its check passed: interrupted before, it is
         # put back (as the block ends).
@@ -129,7 +139,7 @@ def _apply(pull: _Pull, actions: list[Action]) -> None:
         _checked(ready, check, pull.revision)
         with interrupts.critical(after):
             ready.txn.finish()
-            _applied(pull, ready)
+            _record(pull, ready.applied, ready.skipped)
 
 
 def _checked(ready: apply.Staged, check: Check, revision: int) -> None:
@@ -149,16 +159,16 @@ def _checked(ready: apply.Staged, check: Check, revision: int) -> None:
     )
 
 
-def _applied(pull: _Pull, ready: apply.Staged) -> None:
+def _record(pull: _Pull, applied: list[Action], skipped: list[tuple[str, str]]) -> None:
     """Record what the pull applied (the base moves, and, with hooks, what they are owed)."""
     view, outcome = pull.view, pull.outcome
     record = view.record
-    outcome.actions = ready.applied
-    outcome.skipped += ready.skipped
-    advance(record, pull.plan, ready.applied, view.tree, view.sides)
-    rewritten = {a.path for a in ready.applied}
+    outcome.actions = applied
+    outcome.skipped += skipped
+    advance(record, pull.plan, applied, view.tree, view.sides)
+    rewritten = {a.path for a in applied}
     record.hash_cache = {p: c for p, c in view.local.hash_cache.items() if p not in rewritten}
-    done = record.unreported + [(a.path, a.change) for a in ready.applied]
+    done = record.unreported + [(a.path, a.change) for a in applied]
     record.unreported = done if pull.options.for_hooks else []
     outcome.for_hooks = done
     records.save(pull.ctx.basepath, record)

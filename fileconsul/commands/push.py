@@ -8,13 +8,14 @@ from fileconsul.commands import interrupts, preflight
 from fileconsul.commands.context import Context
 from fileconsul.commands.outcome import Outcome
 from fileconsul.commands.pipeline import View, advance, changing, look, notes, planned, view_of
+from fileconsul.errors import UsageError
 from fileconsul.local import record as records
 from fileconsul.local.scan import read_file
 from fileconsul.model import plan as planner
 from fileconsul.model.plan import Action, Plan
 from fileconsul.model.records import DEFAULT_KEEP
 from fileconsul.model.tree import RemoteTree, committed_tree
-from fileconsul.store import commit, prepare
+from fileconsul.store import commit, prepare, read
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class PushOptions:
     keep: int | None = None
     #: The node named in the commit record (None: the agent's node name, or the host's).
     node: str | None = None
+    #: Start a new history over one whose head was lost (its revisions follow the old ones).
+    new_history: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,23 +54,30 @@ def push(ctx: Context, options: PushOptions | None = None) -> Outcome:
             return Outcome(ready.actions, view.tree.revision, True, warnings)
         head = None
         tree = view.tree
-        # From the first write on, the first interrupt lets the push finish (and says so); a
-        # second one stops it, and what it sent is undone. Once committed, it exits 0.
+        why = _why_commit(ctx, ready, options)
+        if why is not None:
+            limit = ctx.client.max_value_size()
+            preflight.refuse_too_large(ready.actions, limit)
+
+            def plan_on(fresh: RemoteTree) -> prepare.Prepared:
+                nonlocal ready
+                ready = _plan(view_of(record, view.local, fresh), options)
+                return _prepare(ctx, ready, limit, replace(options, message=why))
+
+            # From the first write on, the first interrupt lets the push finish (and says
+            # so); a second one stops it, and what it sent is undone. Once committed, it
+            # exits 0. Waiting for another push's lock, an interrupt stops it at once.
+            prepared, head = commit.commit(
+                ctx.client,
+                _prepare(ctx, ready, limit, replace(options, message=why)),
+                plan_on,
+                lock_wait=ctx.lock_wait,
+                progress=ctx.progress,
+                notify=ctx.notify,
+                sending=lambda: interrupts.finishing(ctx.notify, "the push"),
+            )
+            tree = committed_tree(head, ctx.prefix, prepared.after)
         with interrupts.finishing(ctx.notify, "the push"):
-            if planner.needs_commit(ready.actions, tree, ready.view.sides):
-                limit = ctx.client.max_value_size()
-                preflight.refuse_too_large(ready.actions, limit)
-
-                def plan_on(fresh: RemoteTree) -> prepare.Prepared:
-                    nonlocal ready
-                    ready = _plan(view_of(record, view.local, fresh), options)
-                    return _prepare(ctx, ready, limit, options)
-
-                first = _prepare(ctx, ready, limit, options)
-                prepared, head = commit.commit(
-                    ctx.client, first, plan_on, lock_wait=ctx.lock_wait, progress=ctx.progress
-                )
-                tree = committed_tree(head, ctx.prefix, prepared.after)
             advance(record, ready.plan, ready.actions, tree, ready.view.sides)
             record.hash_cache = view.local.hash_cache
             records.save(ctx.basepath, record)
@@ -79,10 +89,39 @@ def push(ctx: Context, options: PushOptions | None = None) -> Outcome:
 
 
 def _plan(view: View, options: PushOptions) -> _Planned:
+    if options.new_history and view.tree.orphaned is None:
+        raise UsageError(
+            f"--new-history starts a history over one whose head was lost; {view.tree.prefix} "
+            "has its head (nothing was pushed)"
+        )
     if view.sides.gone:
         view = replace(view, sides=planner.recreating(view.sides))
-    found, actions = planned(view, "push", force=options.force, max_delete=options.max_delete)
+    found, actions = planned(
+        view,
+        "push",
+        force=options.force,
+        max_delete=options.max_delete,
+        new_history=options.new_history,
+    )
     return _Planned(view, found, actions)
+
+
+def _why_commit(ctx: Context, ready: _Planned, options: PushOptions) -> str | None:
+    """The message of the commit this push makes (the operator's, or why it commits with no
+    change of its own), or None when it commits nothing."""
+    tree = ready.view.tree
+    if planner.needs_commit(ready.actions, tree, ready.view.sides):
+        return options.message
+    head = tree.head
+    if head is None:
+        return None
+    if options.keep is not None and options.keep != head.keep:
+        return options.message or f"keep the last {options.keep} revisions"
+    # A push with nothing to send checks the manifest that nodes without the tree read: a
+    # corrupt one is written again, as the warning they print says.
+    if not read.manifest_readable(ctx.client, ctx.prefix, head):
+        return options.message or f"write again the manifest of revision {head.revision}"
+    return None
 
 
 def _warnings(view: View) -> list[str]:

@@ -8,7 +8,7 @@ from fileconsul.commands.context import Context
 from fileconsul.commands.history import Past, contents, past
 from fileconsul.commands.outcome import Outcome
 from fileconsul.commands.preflight import refuse_too_large
-from fileconsul.errors import ConflictError, InvalidInput
+from fileconsul.errors import ConflictError, IntegrityError, InvalidInput
 from fileconsul.model import plan as planner
 from fileconsul.model.facts import classify
 from fileconsul.model.plan import Action
@@ -46,7 +46,7 @@ def rollback(ctx: Context, revision: int, options: RollbackOptions) -> Outcome:
 
     actions, prepared = _prepare_rollback(ctx, back, revision, options)
     if prepared is None:
-        return Outcome(actions, back.tree.revision, True, list(back.tree.warnings))
+        return Outcome(actions, back.tree.revision, options.dry_run, list(back.tree.warnings))
     prepared, head = commit.commit(
         ctx.client,
         prepared,
@@ -62,7 +62,7 @@ def _prepare_rollback(
     ctx: Context, back: Past, revision: int, options: RollbackOptions
 ) -> tuple[list[Action], prepare.Prepared | None]:
     """The actions that make the head's tree revision `revision`'s, and their commit (None
-    for a dry run)."""
+    for a dry run, or when there is nothing to change)."""
     tree = back.tree
     target = back.files_at(revision)
     actions = [
@@ -75,19 +75,24 @@ def _prepare_rollback(
     )
     if cap is not None:
         raise InvalidInput(cap.message)
-    if options.dry_run:
+    if options.dry_run or not actions:
+        # The head's tree is already that revision's: a commit would change nothing.
         return actions, None
     limit = ctx.client.max_value_size()
     refuse_too_large(actions, limit)
     wanted = {a.path: a.target for a in actions if a.target is not None}
     kept = {p: (key, info.hash) for p, info in wanted.items() if (key := back.key_of(info))}
-    found = contents(ctx, kept)
+    found, corrupt = contents(ctx, kept)
+    if corrupt:
+        raise IntegrityError(
+            f"revision {revision} cannot be restored: the contents kept for "
+            f"{_some(sorted(corrupt))} are corrupt in Consul; nothing was changed"
+        )
     missing = sorted(set(wanted) - set(found))
     if missing:
         raise InvalidInput(
-            f"revision {revision} cannot be restored: the contents of {', '.join(missing[:5])}"
-            f"{' and more' if len(missing) > 5 else ''} are no longer kept (another tool "
-            "replaced them); nothing was changed"
+            f"revision {revision} cannot be restored: the contents of {_some(missing)} are no "
+            "longer kept (another tool replaced them); nothing was changed"
         )
     prepared = prepare.prepare(
         ctx.client,
@@ -101,3 +106,7 @@ def _prepare_rollback(
         rollback_of=revision,
     )
     return actions, prepared
+
+
+def _some(paths: list[str]) -> str:
+    return ", ".join(paths[:5]) + (" and more" if len(paths) > 5 else "")

@@ -5,9 +5,10 @@ halt the rollout when it failed here, write the fleet report. The one path that 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from contextlib import suppress
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, field, replace
+from typing import IO
 
 from fileconsul.commands import pull
 from fileconsul.commands.context import Context
@@ -18,13 +19,20 @@ from fileconsul.errors import (
     ConflictError,
     ConsulUnavailable,
     FileconsulError,
+    HookFailed,
     Interrupted,
 )
 from fileconsul.fleet import reports, rollout
-from fileconsul.fleet.hooks import Hooks, run_check, run_hook
+from fileconsul.fleet.hooks import Call, Hooks, run, tail
 from fileconsul.local import record as records
 from fileconsul.model.records import Head
 from fileconsul.model.tree import KVEntry
+
+#: Holds one of the fleet's slots while a change is applied (its check and hook included).
+Gate = Callable[[], AbstractContextManager[None]]
+#: Characters of a reason or message kept in a halt or a fleet report: both always fit a
+#: Consul value, whatever a command printed or an error said.
+_REASON_CHARS = 1000
 
 
 @dataclass(frozen=True)
@@ -43,18 +51,21 @@ class DeliverOptions:
     respect_halts: bool = False
     #: A revision this node's --check rejected: not applied again.
     rejected: int | None = None
+    #: Where what --exec and --on-failure print goes as they print it (None: nowhere; the
+    #: last lines are kept either way).
+    echo: IO[bytes] | None = None
 
 
 @dataclass
 class Delivery:
-    """What one delivery did: the pull's outcome or its error, the hooks' exit statuses, the
-    halt that held it or that it made, and notes on what could not be done around it."""
+    """What one delivery did: the pull's outcome or its error, the hooks' results, the halt
+    that held it or that it made, and notes on what could not be done around it."""
 
     outcome: Outcome | None = None
     error: FileconsulError | None = None
-    #: The --exec command that ran, and its exit status.
+    #: The --exec command that ran, and its exit status and last lines.
     hook: str | None = None
-    hook_exit: int | None = None
+    hook_result: CheckResult | None = None
     #: The --check command's result, when it ran.
     check: CheckResult | None = None
     check_seconds: float = 0.0
@@ -65,14 +76,27 @@ class Delivery:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def hook_exit(self) -> int | None:
+        return None if self.hook_result is None else self.hook_result.exit
+
+    @property
+    def hook_failed(self) -> bool:
+        return self.hook_exit not in (None, 0)
+
+    @property
     def exit_code(self) -> int:
+        """The error's code; else 5 when paths were skipped; else 9 when --exec failed (the
+        change stands); else 0."""
         if self.error is not None:
             return self.error.exit_code
-        return self.outcome.exit_code if self.outcome else 0
+        code = self.outcome.exit_code if self.outcome else 0
+        if code == 0 and self.hook_failed:
+            return HookFailed.exit_code
+        return code
 
     @property
     def failed(self) -> bool:
-        return self.error is not None or self.hook_exit not in (None, 0)
+        return self.error is not None or self.hook_failed
 
     @property
     def changed(self) -> bool:
@@ -91,10 +115,28 @@ def deliver(
     *,
     entries: Sequence[KVEntry] | None = None,
     head: Head | None = None,
+    gate: Gate | None = None,
 ) -> Delivery:
     """Pull (with the values of a consul-watch payload, or the head a watcher was woken
     with), check and run `--exec` when something changed, `--on-failure` when something
-    failed; halt the rollout when asked to; then report."""
+    failed; halt the rollout when asked to; then report. With a `gate` (a fleet slot), the
+    pull is first planned: the gate is entered only when it has something to apply."""
+    if gate is not None and not options.dry_run:
+        quiet = replace(options, dry_run=True, report=False, hooks=Hooks(), halt_on_failure=False)
+        preview = _delivered(ctx, quiet, entries, head)
+        outcome = preview.outcome
+        if preview.error is None and outcome is not None and outcome.actions and not outcome.held:
+            with gate():
+                return _delivered(ctx, options, entries, head)
+    return _delivered(ctx, options, entries, head)
+
+
+def _delivered(
+    ctx: Context,
+    options: DeliverOptions,
+    entries: Sequence[KVEntry] | None,
+    head: Head | None,
+) -> Delivery:
     delivery = Delivery()
     started = time.monotonic()
     try:
@@ -107,21 +149,15 @@ def deliver(
         delivery.error = exc
     delivery.apply_seconds = time.monotonic() - started - delivery.check_seconds
     outcome = delivery.outcome
-    root = ctx.basepath
     exec_cmd = options.hooks.exec_cmd
     if exec_cmd and outcome is not None and not outcome.dry_run and outcome.for_hooks:
-        delivery.hook_exit = run_hook(
-            exec_cmd,
-            basepath=root,
-            prefix=ctx.prefix,
-            revision=outcome.revision,
-            changes=outcome.for_hooks,
-        )
+        call = Call(ctx.basepath, ctx.prefix, outcome.revision, outcome.for_hooks)
+        delivery.hook_result = run(exec_cmd, call, timeout=options.hooks.timeout, echo=options.echo)
         delivery.hook = exec_cmd
         with suppress(FileconsulError):
             pull.hooks_done(ctx)
     if delivery.failed and options.hooks.on_failure:
-        _on_failure(ctx, options.hooks.on_failure, delivery)
+        _on_failure(ctx, options, delivery)
     if options.halt_on_failure and delivery.revision and _halting(delivery):
         _halt(ctx, options, delivery)
     unreachable = isinstance(delivery.error, ConsulUnavailable)
@@ -140,13 +176,8 @@ def _pull_options(ctx: Context, options: DeliverOptions, delivery: Delivery) -> 
     def check(changes: list[tuple[str, str]], revision: int) -> CheckResult:
         assert check_cmd is not None
         started = time.monotonic()
-        delivery.check = run_check(
-            check_cmd,
-            basepath=ctx.basepath,
-            prefix=ctx.prefix,
-            revision=revision,
-            changes=changes,
-        )
+        call = Call(ctx.basepath, ctx.prefix, revision, changes)
+        delivery.check = run(check_cmd, call, timeout=options.hooks.timeout)
         delivery.check_seconds = time.monotonic() - started
         return delivery.check
 
@@ -171,36 +202,40 @@ def _pull_options(ctx: Context, options: DeliverOptions, delivery: Delivery) -> 
     )
 
 
-def _on_failure(ctx: Context, command: str, delivery: Delivery) -> None:
+def _on_failure(ctx: Context, options: DeliverOptions, delivery: Delivery) -> None:
+    assert options.hooks.on_failure is not None
     outcome = delivery.outcome
     if delivery.error is not None:
         reason = str(delivery.error)
     else:
         reason = f"hook exited {delivery.hook_exit}"
-    run_hook(
-        command,
-        basepath=ctx.basepath,
-        prefix=ctx.prefix,
-        revision=delivery.revision or None,
-        changes=outcome.for_hooks if outcome else [],
+    call = Call(
+        ctx.basepath,
+        ctx.prefix,
+        delivery.revision or None,
+        outcome.for_hooks if outcome else [],
         error=reason,
     )
+    run(options.hooks.on_failure, call, timeout=options.hooks.timeout, echo=options.echo)
 
 
 def _halting(delivery: Delivery) -> bool:
     """A rejection by --check, or a failed --exec: what stops a rollout."""
-    return isinstance(delivery.error, CheckRejected) or delivery.hook_exit not in (None, 0)
+    return isinstance(delivery.error, CheckRejected) or delivery.hook_failed
 
 
 def _halt(ctx: Context, options: DeliverOptions, delivery: Delivery) -> None:
     if isinstance(delivery.error, CheckRejected):
         reason = f"--check exited {delivery.error.exit}"
         if delivery.error.output:
-            reason += f": {delivery.error.output.splitlines()[-1]}"
+            reason += f": {tail(delivery.error.output, lines=1)}"
     else:
         reason = f"--exec exited {delivery.hook_exit}"
     stop = rollout.Halt(
-        delivery.revision, ctx.client.node_name(options.node), reports.now(), reason
+        delivery.revision,
+        ctx.client.node_name(options.node),
+        reports.now(),
+        _clip(reason),
     )
     try:
         rollout.halt(ctx.client, ctx.prefix, stop)
@@ -210,18 +245,8 @@ def _halt(ctx: Context, options: DeliverOptions, delivery: Delivery) -> None:
 
 
 def _report(ctx: Context, options: DeliverOptions, delivery: Delivery) -> reports.Report:
-    error = delivery.error
-    if isinstance(error, CheckRejected):
-        result: reports.Result = "rejected"
-    elif delivery.outcome is not None and delivery.outcome.held and delivery.halt is not None:
-        result = "halted"
-    elif isinstance(error, ConflictError):
-        result = "conflict"
-    elif delivery.failed:
-        result = "error"
-    else:
-        result = "ok"
-    outcome = delivery.outcome
+    error, outcome = delivery.error, delivery.outcome
+    result = _result(delivery)
     if isinstance(error, CheckRejected):
         revision = error.revision
     elif outcome is not None:
@@ -231,19 +256,47 @@ def _report(ctx: Context, options: DeliverOptions, delivery: Delivery) -> report
             revision = records.load(ctx.basepath, ctx.prefix).revision
         except FileconsulError:
             revision = 0
-    message = str(error or "") or (outcome.held if outcome and outcome.held else "") or ""
+    if error is not None:
+        message = str(error)
+    elif outcome is not None and outcome.held:
+        message = outcome.held
+    elif outcome is not None and outcome.skipped:
+        shown = "; ".join(f"{path} ({why})" for path, why in outcome.skipped[:5])
+        message = f"skipped {len(outcome.skipped)} paths: {shown}"
+    else:
+        message = ""
+    check = error if isinstance(error, CheckRejected) else None
     return reports.Report(
         node=ctx.client.node_name(options.node),
         revision=revision,
         time=reports.now(),
         result=result,
-        message=message,
+        message=_clip(message),
         applied=len(outcome.actions) if outcome and delivery.changed else 0,
         hook=options.hooks.exec_cmd,
         hook_exit=delivery.hook_exit,
-        check_exit=error.exit if isinstance(error, CheckRejected) else None,
-        output=error.output if isinstance(error, CheckRejected) else "",
+        check_exit=check.exit if check else None,
+        output=tail(check.output) if check else "",
     )
+
+
+def _result(delivery: Delivery) -> reports.Result:
+    error, outcome = delivery.error, delivery.outcome
+    if isinstance(error, CheckRejected):
+        return "rejected"
+    if outcome is not None and outcome.held and delivery.halt is not None:
+        return "halted"
+    if isinstance(error, ConflictError):
+        return "conflict"
+    if delivery.failed:
+        return "error"
+    if outcome is not None and outcome.skipped:
+        return "skipped"
+    return "ok"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _REASON_CHARS else text[: _REASON_CHARS - 1] + "…"
 
 
 def report_push(ctx: Context, node: str | None, outcome: Outcome) -> list[str]:

@@ -22,8 +22,8 @@ class Metrics:
             return
         self.enabled = True
         host, _, port = addr.rpartition(":")
-        if not port.isdigit():
-            raise UsageError(f"--metrics-addr {addr!r}: give HOST:PORT")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f"--metrics-addr {addr!r}: give HOST:PORT, with a port of 1 to 65535")
         import prometheus_client as prom
 
         registry = prom.CollectorRegistry()
@@ -57,9 +57,15 @@ class Metrics:
             name: prom.Counter(f"fileconsul_{name}", text, registry=registry)
             for name, text in counters.items()
         }
-        self._server, self._thread = prom.start_http_server(
-            int(port), host or "127.0.0.1", registry
-        )
+        try:
+            self._server, self._thread = prom.start_http_server(
+                int(port), host or "127.0.0.1", registry
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"cannot serve metrics on {addr} ({exc.strerror or exc}): choose another "
+                "--metrics-addr"
+            ) from exc
 
     def count(self, name: str, amount: float = 1) -> None:
         if self.enabled and amount:

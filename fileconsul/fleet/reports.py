@@ -14,7 +14,7 @@ from fileconsul.store.client import ConsulClient
 from fileconsul.store.layout import nodes_prefix
 from fileconsul.store.read import read_head
 
-Result = Literal["ok", "conflict", "error", "rejected", "halted"]
+Result = Literal["ok", "conflict", "error", "rejected", "halted", "skipped"]
 NodeState = Literal["current", "lagging", "failed", "rejected", "halted"]
 
 

@@ -1,4 +1,5 @@
-"""`fileconsul watch`: a blocking query on the head, and a delivery after each commit.
+"""`fileconsul watch`: a blocking query on the prefix's one-level listing, and a delivery after
+each commit or write by another tool.
 
 It follows Consul's blocking-query rules: the index is never below 1, an index that goes
 backwards or an outage starts over from a fresh read, wake-ups are rate-limited, and an
@@ -11,20 +12,25 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, Literal
 
 from fileconsul.commands.context import Context
-from fileconsul.errors import CheckRejected, ConsulUnavailable, FileconsulError, PermissionDenied
+from fileconsul.errors import (
+    CheckRejected,
+    ConsulUnavailable,
+    FileconsulError,
+    PermissionDenied,
+)
 from fileconsul.fleet import rollout
-from fileconsul.fleet.deliver import DeliverOptions, Delivery, deliver
+from fileconsul.fleet.deliver import DeliverOptions, Delivery, Gate, deliver
 from fileconsul.fleet.metrics import Metrics
 from fileconsul.local import record as records
 from fileconsul.model.records import Head
 from fileconsul.model.tree import parse_head
-from fileconsul.store.layout import head_key
+from fileconsul.store.layout import head_key, lock_key
 
 #: Hears of each event: (event, message, level=..., facts...).
 Tell = Callable[..., None]
@@ -58,6 +64,7 @@ class Stopper:
 
     @contextmanager
     def busy(self) -> Iterator[None]:
+        """A signal inside waits for the block to end, then stops the watch."""
         self._busy = True
         try:
             yield
@@ -65,6 +72,17 @@ class Stopper:
             self._busy = False
         if self.requested:
             raise Stopped
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Inside a busy block, a stretch a signal may stop at once (waiting for a slot)."""
+        was, self._busy = self._busy, False
+        try:
+            if self.requested:
+                raise Stopped
+            yield
+        finally:
+            self._busy = was
 
     def sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -79,7 +97,7 @@ class WatchOptions:
     deliver: DeliverOptions
     random_delay: float = 0.0
     once: bool = False
-    #: Longest blocking query; also how often writes by other tools are looked for.
+    #: Longest blocking query: an idle watcher asks Consul once per `wait` seconds.
     wait: float = 300.0
     min_interval: float = 0.05
     max_backoff: float = 30.0
@@ -89,24 +107,18 @@ class WatchOptions:
 
 @dataclass
 class _Wake:
-    """Where the watch stands: the head's index it last saw, and whether something is to be
+    """Where the watch stands: the listing's index it blocks from, and what is to be
     delivered (and whether to look for other tools' writes with it)."""
 
     index: int | None = None
-    #: The tree has no head yet: its listing is watched instead.
-    headless: bool = False
     pending: bool = True
     others: bool = True
-    #: When other tools' writes were last looked for (time.monotonic()).
-    looked: float = 0.0
-    #: The head the last blocking query returned, handed to the delivery.
+    #: The head read at the wake, handed to the delivery.
     head: Head | None = None
     last_wake: float = 0.0
     backoff: float = 0.0
     #: A revision this node's --check rejected: it waits for the next one.
     rejected: int | None = None
-    #: The revision this node holds.
-    holds: int = 0
 
 
 def watch(
@@ -116,38 +128,37 @@ def watch(
     tell: Tell,
     metrics: Metrics | None = None,
 ) -> int:
-    """Deliver what is pending, then every commit as it lands, until stopped; `tell` hears of
-    every event, `metrics` counts them.
+    """Deliver what is pending, then every change as it lands, until stopped; `tell` hears
+    of every event, `metrics` counts them.
 
-    Every watcher blocks on the head, one small key that only a commit moves: a commit costs
-    each watcher that key and the values it changed, whatever the tree's size. Writes by
-    other tools under the prefix move no head: they are looked for at start, then whenever a
-    blocking query ends with nothing new (every `wait` seconds at the most), and with them
-    before the next commit. A tree without a head yet (empty, or of the first format) is
-    watched through its listing instead.
+    Every watcher blocks on the one-level listing of `<prefix>/`, whose index moves with any
+    write under the prefix (a commit's files, another tool's `consul kv put`) and with
+    nothing else (reports, halts and slots live beside the prefix). A wake-up reads the head:
+    when nothing was written after it, it is a commit, and costs the watcher the head and
+    the values it changed; a write after the head is another tool's (the tree is read whole)
+    or a push under way (held by the lock: the watcher waits for its head, never applying
+    half of it). An idle watcher asks Consul once per `wait` seconds.
 
     Returns 0 when stopped by a signal; with `once`, the exit code of the one delivery.
     """
     metrics = metrics or Metrics()
-    wake = _Wake(holds=records.load(ctx.basepath, ctx.prefix).revision)
+    metrics.holds(records.load(ctx.basepath, ctx.prefix).revision)
+    wake = _Wake()
     try:
         while True:
             try:
+                if wake.index is None:
+                    # Read the index before delivering, so that a change meanwhile wakes us.
+                    wake.index = _listing(ctx)
                 if not wake.pending:
                     _block(ctx, options, stopper, wake)
                     metrics.count("wakeups")
                     if not wake.pending:
                         continue
-                elif wake.index is None:
-                    # Read the index before delivering, so that a commit meanwhile wakes us.
-                    _index(ctx, wake)
             except (ConsulUnavailable, PermissionDenied) as exc:
                 if options.once:
                     raise
-                wake.backoff = _back_off(wake.backoff, options, stopper, tell, exc)
-                # Anything may have happened meanwhile, the agent may even hold a new, empty
-                # store whose index is below ours: start over from a fresh read, and look.
-                wake.index, wake.head, wake.pending, wake.others = None, None, True, True
+                _start_over(wake, _back_off(wake.backoff, options, stopper, tell, exc))
                 continue
             code = _deliver(ctx, options, stopper, tell, metrics, wake)
             if code is not None:
@@ -155,6 +166,13 @@ def watch(
     except Stopped:
         tell("stop", "stopped by a signal, between applies")
         return 0
+
+
+def _start_over(wake: _Wake, backoff: float) -> None:
+    """Anything may have happened meanwhile (the agent may even hold a new, empty store whose
+    index is below ours): read afresh, and look at everything."""
+    wake.backoff = backoff
+    wake.index, wake.head, wake.pending, wake.others = None, None, True, True
 
 
 def _deliver(
@@ -175,47 +193,39 @@ def _deliver(
         metrics.saw_head(head.revision)
     received = ctx.client.bytes_received
     settings = replace(options.deliver, others=wake.others, rejected=wake.rejected)
-    with stopper.busy(), _slot(ctx, options, head, wake, tell):
-        delivery = deliver(ctx, settings, head=head)
+    with stopper.busy():
+        delivery = deliver(ctx, settings, head=head, gate=_gate(ctx, options, stopper, tell))
     metrics.count("received_bytes", ctx.client.bytes_received - received)
-    if wake.others:
-        wake.looked = wake.last_wake
     if isinstance(delivery.error, CheckRejected):
         wake.rejected = delivery.error.revision
     metrics.delivered(delivery)
     tell_delivery(tell, delivery)
-    if delivery.outcome is not None and not delivery.outcome.held:
-        wake.holds = delivery.outcome.revision
     if options.once:
         return delivery.exit_code
     if isinstance(delivery.error, ConsulUnavailable | PermissionDenied):
-        wake.backoff = _back_off(wake.backoff, options, stopper, tell, delivery.error)
-        wake.index, wake.head, wake.others = None, None, True
+        _start_over(wake, _back_off(wake.backoff, options, stopper, tell, delivery.error))
         return None
     wake.pending, wake.others = False, False
-    outcome = delivery.outcome
-    if outcome is not None and outcome.head_index and not wake.headless:
-        # The head delivered: a commit that landed meanwhile has a higher index, and wakes us.
-        wake.index = outcome.head_index
-    elif outcome is None or outcome.head_index:
-        wake.index = None  # read it again before blocking
     return None
 
 
-@contextmanager
-def _slot(
-    ctx: Context, options: WatchOptions, head: Head | None, wake: _Wake, tell: Tell
-) -> Iterator[None]:
-    """With --max-parallel, hold a slot while a new revision is applied (its check and hook
-    included); a wake-up with no new revision needs none."""
-    fresh = head is None or head.revision not in (wake.holds, wake.rejected)
-    if options.max_parallel is None or not fresh:
-        yield
-        return
-    node = ctx.client.node_name(options.deliver.node)
-    tell("slot", f"waiting for one of {options.max_parallel} slots to apply")
-    with rollout.slot(ctx.client, ctx.prefix, options.max_parallel, node):
-        yield
+def _gate(ctx: Context, options: WatchOptions, stopper: Stopper, tell: Tell) -> Gate | None:
+    """With --max-parallel, one of the fleet's slots, held while a change is applied (its
+    check and hook included); waiting for it, a signal stops the watch at once."""
+    limit = options.max_parallel
+    if limit is None:
+        return None
+
+    @contextmanager
+    def slot() -> Iterator[None]:
+        node = ctx.client.node_name(options.deliver.node)
+        tell("slot", f"waiting for one of {limit} slots to apply")
+        with ExitStack() as held:
+            with stopper.interruptible():
+                held.enter_context(rollout.slot(ctx.client, ctx.prefix, limit, node))
+            yield
+
+    return slot
 
 
 def tell_delivery(tell: Tell, delivery: Delivery) -> None:
@@ -258,50 +268,83 @@ def _tell_commands(tell: Tell, delivery: Delivery) -> None:
         level: Level = "info" if check.exit == 0 else "warning"
         message = f"--check exited {check.exit}"
         tell("check", message, level=level, revision=revision, exit=check.exit, output=check.tail)
-    if delivery.hook is not None:
-        level = "info" if delivery.hook_exit == 0 else "warning"
-        message = f"--exec exited {delivery.hook_exit}: {delivery.hook}"
-        tell("hook", message, level=level, revision=revision, exit=delivery.hook_exit)
+    result = delivery.hook_result
+    if delivery.hook is not None and result is not None:
+        level = "info" if result.exit == 0 else "warning"
+        message = f"--exec exited {result.exit}: {delivery.hook}"
+        tell(
+            "hook",
+            message,
+            level=level,
+            revision=revision,
+            command=delivery.hook,
+            exit=result.exit,
+            output=result.tail,
+        )
 
 
-def _index(ctx: Context, wake: _Wake) -> None:
-    """The index to block from: the head's, or the listing's for a tree without a head."""
-    entry, index = ctx.client.get(head_key(ctx.prefix), stale=ctx.stale)
-    wake.headless = entry is None
-    if wake.headless:
-        _, index = ctx.client.keys(ctx.prefix + "/", separator="/", stale=ctx.stale)
-    wake.index = max(index, 1)
+def _listing(ctx: Context) -> int:
+    """The index of the prefix's one-level listing: the last write under the prefix."""
+    _, index = ctx.client.keys(ctx.prefix + "/", separator="/", stale=ctx.stale)
+    return max(index, 1)
 
 
 def _block(ctx: Context, options: WatchOptions, stopper: Stopper, wake: _Wake) -> None:
-    """One blocking query; marks what it found as pending."""
-    if wake.index is None:
-        _index(ctx, wake)
+    """One blocking query on the listing; what it found is marked pending."""
     index = wake.index or 1
-    if wake.headless:
-        _, new_index = ctx.client.keys(
-            ctx.prefix + "/", separator="/", index=index, wait=options.wait, stale=ctx.stale
-        )
-        wake.others = True
-    else:
-        entry, new_index = ctx.client.get(
-            head_key(ctx.prefix), index=index, wait=options.wait, stale=ctx.stale
-        )
-        if entry is None:  # the head was deleted: the tree is gone, or started over
-            wake.index, wake.pending, wake.others = None, True, True
-            return
-        with suppress(FileconsulError):  # a head that does not parse is the delivery's to report
-            wake.head = parse_head(entry)
+    _, new_index = ctx.client.keys(
+        ctx.prefix + "/", separator="/", index=index, wait=options.wait, stale=ctx.stale
+    )
     wake.backoff = 0.0
-    if new_index != index:
-        # An index that went backwards (a restarted or restored cluster) is taken as it is:
-        # it is never below 1, and the delivery reads afresh.
-        wake.index, wake.pending = max(new_index, 1), True
-        stopper.sleep(max(0.0, wake.last_wake + options.min_interval - time.monotonic()))
-    else:
-        wake.head = None  # nothing new: the next delivery reads the head itself
-        if time.monotonic() - wake.looked >= options.wait:
-            wake.pending = wake.others = True
+    if new_index == index:
+        return  # the wait ended with nothing new: an idle watcher asks again
+    # An index that went backwards (a restarted or restored cluster) is taken as it is: it is
+    # never below 1, and the delivery reads afresh.
+    wake.index, wake.pending = max(new_index, 1), True
+    stopper.sleep(max(0.0, wake.last_wake + options.min_interval - time.monotonic()))
+    wake.head, wake.others = _after(ctx, options, new_index)
+
+
+def _after(ctx: Context, options: WatchOptions, listing: int) -> tuple[Head | None, bool]:
+    """What a write under the prefix at index `listing` was: (the head to deliver, whether to
+    look for other tools' writes). A commit moves the head with its files, or after them; a
+    head behind the listing is asked of the leader, and then a push holding the lock is
+    waited for (never applied half), and anything else is another tool's write."""
+    head = _head(ctx, stale=ctx.stale)
+    if head is not None and listing <= head.index:
+        return head, False
+    head = _head(ctx, stale=False)
+    if head is not None and listing <= head.index:
+        return head, False
+    entry, _ = ctx.client.get(lock_key(ctx.prefix))
+    if entry is not None and entry.session:
+        moved = _head_after(ctx, head, options.wait)
+        if moved is not None and listing <= moved.index:
+            return moved, False
+    return None, True
+
+
+def _head(ctx: Context, *, stale: bool) -> Head | None:
+    """The head, or None when there is none (or it does not parse: the delivery reports it)."""
+    entry, _ = ctx.client.get(head_key(ctx.prefix), stale=stale)
+    if entry is None:
+        return None
+    try:
+        return parse_head(entry)
+    except FileconsulError:
+        return None
+
+
+def _head_after(ctx: Context, head: Head | None, wait: float) -> Head | None:
+    """The head once a commit moves it past `head` (a push under way landing), or None when
+    it did not within `wait` seconds."""
+    entry, _ = ctx.client.get(head_key(ctx.prefix), index=head.index if head else 1, wait=wait)
+    if entry is None or (head is not None and entry.modify_index <= head.index):
+        return None
+    try:
+        return parse_head(entry)
+    except FileconsulError:
+        return None
 
 
 def _back_off(

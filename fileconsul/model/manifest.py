@@ -18,6 +18,7 @@ import xxhash
 from fileconsul.errors import InvalidInput
 from fileconsul.model import columns
 from fileconsul.model.facts import FileInfo, Files
+from fileconsul.model.paths import MAX_PATH_BYTES
 
 FORMAT = "fileconsul/2"
 LEGACY_FORMAT = "fileconsul-manifest/1"
@@ -28,6 +29,14 @@ FILE_COLUMNS = (
     columns.Column("modes", most=0o7777),
 )
 _DIGEST_MOD = 1 << 64
+#: No compressed value fileconsul reads unpacks past this (32 MiB of JSON is 10,000 files
+#: with paths of 3 KB).
+MAX_UNPACKED = 32 * 1024 * 1024
+UNPACK_RATIO = 256
+_UNPACK_FLOOR = 1024 * 1024
+#: A row of a file table at its longest: a path of MAX_PATH_BYTES, each byte escaped in
+#: JSON (three bytes per byte at most), with its hash, size and mode.
+_LONGEST_ROW = 3 * MAX_PATH_BYTES + 96
 
 
 class NewerFormat(InvalidInput):
@@ -60,9 +69,26 @@ def pack(body: dict[str, Any], what: str, max_size: int) -> bytes:
     return value
 
 
-def unpack(value: bytes, what: str) -> Any:
+def unpack_limit(stored: int, rows: int | None = None) -> int:
+    """The most bytes a value of `stored` bytes may decompress to: honest JSON of file facts
+    compresses at most about 200 to 1 (each row carries a 16-digit hash), a table of `rows`
+    rows is at most `rows` times the longest row, and no value unpacks past MAX_UNPACKED."""
+    limit = min(MAX_UNPACKED, _UNPACK_FLOOR + UNPACK_RATIO * stored)
+    if rows is not None:
+        limit = min(limit, _UNPACK_FLOOR + rows * _LONGEST_ROW)
+    return limit
+
+
+def unpack(value: bytes, what: str, *, rows: int | None = None) -> Any:
+    """A compressed JSON value; ValueError when it is unreadable, or decompresses past what
+    it may hold (`unpack_limit`): a zlib bomb is a corrupt value, never a gigabyte of memory."""
+    limit = unpack_limit(len(value), rows)
     try:
-        return json.loads(zlib.decompress(value))
+        inflater = zlib.decompressobj()
+        data = inflater.decompress(value, limit + 1)
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise ValueError(f"it decompresses past {limit} bytes, more than it can hold")
+        return json.loads(data)
     except (zlib.error, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"unreadable {what}: {exc}") from exc
 
@@ -73,10 +99,11 @@ def encode(files: Files, revision: int, *, max_size: int) -> bytes:
     return pack(body, f"manifest for {len(files)} files", max_size)
 
 
-def decode(value: bytes, revision: int) -> dict[str, FileInfo]:
-    """The files of revision `revision`'s manifest; ValueError when it is corrupt or of
-    another revision, NewerFormat when a newer fileconsul wrote it."""
-    data = unpack(value, "manifest")
+def decode(value: bytes, revision: int, *, files: int | None = None) -> dict[str, FileInfo]:
+    """The files of revision `revision`'s manifest (of `files` files, when the head says
+    how many); ValueError when it is corrupt or of another revision, NewerFormat when a newer
+    fileconsul wrote it."""
+    data = unpack(value, "manifest", rows=files)
     check_format(data, "manifest")
     if data.get("revision") != revision:
         raise ValueError(f"the manifest is of revision {data.get('revision')}, not {revision}")

@@ -190,6 +190,31 @@ def oversized(actions: Sequence[Action], limit: int) -> list[tuple[str, int]]:
     return [(a.path, a.target.size) for a in actions if a.target and a.target.size > limit]
 
 
+def lost_history(tree: RemoteTree) -> str | None:
+    """Why nothing can be planned on a tree whose head is gone while its history remains."""
+    if tree.orphaned is None:
+        return None
+    first, last = tree.orphaned
+    return (
+        f"the head of {tree.prefix} is missing, but revisions {first} to {last} of its history "
+        "remain: it was deleted or lost, and a new history must not read the old one; nothing "
+        "was changed. Restore the head from a backup of the KV store, or start a new history "
+        "from a node that holds the files with `fileconsul push --new-history` (its revisions "
+        "follow the old ones; the files stay, the old records and kept contents are deleted)"
+    )
+
+
+def unknown_tree(tree: RemoteTree) -> str | None:
+    """Why nothing can be applied on a tree whose committed facts cannot be known."""
+    if not tree.unknown:
+        return None
+    return (
+        f"Consul's tree at revision {tree.revision} cannot be known on this node (its "
+        "manifest is corrupt and the records kept do not rebuild it); nothing was changed: run "
+        "`fileconsul push` on a node that holds the tree, and it writes a new manifest"
+    )
+
+
 def needs_commit(actions: Sequence[Action], tree: RemoteTree, seen: Sides) -> bool:
     """Changes to send, keys another tool wrote to adopt, a tree without a revision yet, a
     push that never committed to undo, or a tree to re-create."""

@@ -164,6 +164,10 @@ class Head:
     oldest: int
     #: The head key's ModifyIndex: the index the commit landed at.
     index: int = 0
+    #: This history's name, and its first revision: a history started over one whose head
+    #: was lost numbers its revisions after the old ones, and never reads them.
+    history: str = ""
+    since: int = 1
 
     @property
     def revision(self) -> int:
@@ -174,8 +178,16 @@ class Head:
             **self.commit.fields(),
             "keep": self.keep,
             "oldest": self.oldest,
+            "history": self.history,
+            "since": self.since,
             "changes": _encode_changes(self.commit.changes) if self.inline else None,
         }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def genesis(self) -> bytes:
+        """What the genesis key holds: the history this head belongs to. It outlives a
+        deleted head, so that a new history knows an old one was there."""
+        body = {"format": manifest.FORMAT, "history": self.history, "since": self.since}
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
@@ -189,9 +201,11 @@ class Head:
         commit = _commit(data, data.get("revision"), require_changes=False)
         try:
             keep, oldest = int(data["keep"]), int(data["oldest"])
+            history, since = str(data.get("history") or ""), int(data.get("since") or 1)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed head: {exc!r}") from exc
-        return cls(commit, data.get("changes") is not None, keep, oldest, index)
+        inline = data.get("changes") is not None
+        return cls(commit, inline, keep, oldest, index, history, since)
 
 
 class Author(NamedTuple):
@@ -226,7 +240,10 @@ def new_commit(
     )
 
 
-def new_head(commit: Commit, *, keep: int) -> Head:
+def new_head(commit: Commit, *, keep: int, history: str, since: int = 1) -> Head:
+    """The head of `commit`, in the history named `history` that began at revision `since`:
+    the oldest revision it keeps is never one of an older history."""
     inline = len(commit.changes) <= INLINE_CHANGES
     shown = commit if inline else replace(commit, changes=())
-    return Head(shown, inline, keep, oldest=max(1, commit.revision - keep + 1))
+    oldest = max(since, commit.revision - keep + 1)
+    return Head(shown, inline, keep, oldest, history=history, since=since)

@@ -80,10 +80,21 @@ class RemoteTree:
     fast: bool = False
     #: The committed tree could not be read (its manifest is corrupt): `committed` is empty.
     unknown: bool = False
+    #: The head is gone but a history remains: its (first, last) revisions. Nothing is
+    #: planned on such a tree but a new history (`push --new-history`).
+    orphaned: tuple[int, int] | None = None
 
     @property
     def revision(self) -> int:
         return self.head.revision if self.head else 0
+
+    @property
+    def next_revision(self) -> int:
+        """The number the next commit takes: after the head's, or after every revision of a
+        history whose head was lost."""
+        if self.head is None and self.orphaned is not None:
+            return self.orphaned[1] + 1
+        return self.revision + 1
 
     @property
     def known(self) -> KnownTree | None:
@@ -137,6 +148,7 @@ class _Building:
     commit_index: int
     head: Head | None
     dead_push: Commit | None
+    modes: dict[str, FileInfo]
     files: dict[str, FileInfo] = field(default_factory=dict)
     values: dict[str, bytes] = field(default_factory=dict)
     adopt: set[str] = field(default_factory=set)
@@ -162,10 +174,13 @@ def from_entries(
     record: KVEntry | None = None,
     warnings: tuple[str, ...] = (),
     unknown: bool = False,
+    orphaned: tuple[int, int] | None = None,
+    modes: Mapping[str, FileInfo] | None = None,
 ) -> RemoteTree:
     """The tree from every entry under the prefix, the head and its committed tree; `legacy`
     is a first-format manifest, `record` the record of the revision after the head (a push
-    that has not committed)."""
+    that has not committed). `modes` are the facts a lost history's last manifest kept: a
+    value with the hash it listed takes its mode."""
     files, unsafe = split_keys(prefix, entries)
     notes = list(warnings)
     legacy_index = 0
@@ -179,7 +194,7 @@ def from_entries(
         if legacy_files is not None:
             committed, legacy_index = legacy_files, legacy.modify_index
     index = head.index if head is not None else legacy_index
-    tree = _Building(dict(committed), index, head, dead_push)
+    tree = _Building(dict(committed), index, head, dead_push, dict(modes or {}))
     pending = {c.path: c for c in dead_push.changes} if dead_push else {}
     for rel in sorted(files):
         _add_entry(tree, rel, files[rel], pending.get(rel))
@@ -205,6 +220,7 @@ def from_entries(
         tuple(notes),
         wiped=bool(tree.committed) and not files,
         unknown=unknown,
+        orphaned=orphaned,
     )
 
 
@@ -254,7 +270,13 @@ def _add_entry(tree: _Building, rel: str, entry: KVEntry, pending: Change | None
         if listed is not None:
             tree.keep_committed(rel)
         return
-    mode = listed.mode if listed is not None else DEFAULT_MODE
+    remembered = tree.modes.get(rel)
+    if listed is not None:
+        mode = listed.mode
+    elif remembered is not None and remembered.hash == digest:
+        mode = remembered.mode
+    else:
+        mode = DEFAULT_MODE
     tree.files[rel] = FileInfo(digest, len(entry.value), mode)
     tree.values[rel] = entry.value
     if not flags_ok:

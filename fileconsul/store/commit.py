@@ -15,22 +15,22 @@ is deleted by the push that makes it fall out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, closing, nullcontext, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
+from dataclasses import replace
 
 from fileconsul.errors import ConflictError, FileconsulError
 from fileconsul.model.facts import content_hash, hash_to_flags
-from fileconsul.model.records import Commit, Head
+from fileconsul.model.records import Head
 from fileconsul.model.tree import RemoteTree
 from fileconsul.store import read, repair
-from fileconsul.store.batching import batches, in_flight
+from fileconsul.store.batching import batches
 from fileconsul.store.client import (
     TXN_MAX_BODY,
     TXN_MAX_OPS,
     ConsulClient,
     Op,
     TxnFailed,
-    encode_txn,
     kv_cas,
     kv_check_index,
     kv_check_not_exists,
@@ -41,6 +41,7 @@ from fileconsul.store.client import (
 )
 from fileconsul.store.layout import (
     blobs_prefix,
+    genesis_key,
     head_key,
     legacy_lock_key,
     legacy_manifest_key,
@@ -49,19 +50,17 @@ from fileconsul.store.layout import (
     log_prefix,
     manifests_prefix,
     revision_of,
+    tick_key,
 )
 from fileconsul.store.lock import Lease, push_lock
-from fileconsul.store.prepare import ENVELOPE, Prepared, Write, b64_len, cost
+from fileconsul.store.prepare import ENVELOPE, Prepared, b64_len
+from fileconsul.store.send import LARGE, op_of, send
 
 #: Advances a progress display by a count of items done.
 Step = Callable[[int], None]
 #: Makes a progress display for (label, total items); yields its step function.
 Progress = Callable[[str, int], AbstractContextManager[Step]]
 
-#: Transactions a push keeps in flight at once.
-IN_FLIGHT = 4
-#: A value whose operation takes more than this goes alone (a PUT), not in a transaction.
-LARGE = TXN_MAX_BODY // 2
 _LOST = (
     "another push committed first; nothing of this push was committed (run status, then push again)"
 )
@@ -79,14 +78,19 @@ def commit(
     lock_wait: float,
     label: str = "pushing",
     progress: Progress = no_progress,
+    notify: Callable[[str], None] = lambda text: None,
+    sending: Callable[[], AbstractContextManager[object]] = nullcontext,
 ) -> tuple[Prepared, Head]:
     """Commit `prepared`: as one transaction when it is small, else under the lock. Under the
     lock, a push that died without committing is undone first, and when the tree moved since
     `prepared` was planned, `replan` plans again on it (without one: ConflictError). What was
-    committed, and its head."""
-    head = write_unlocked(client, prepared) if fits_one_txn(prepared) else None
-    if head is not None:
-        return prepared, head
+    committed, and its head. `sending` wraps what writes the commit (the wait for the lock
+    is outside it: nothing is sent yet); `notify` hears what the caller should say."""
+    if fits_one_txn(prepared):
+        with sending():
+            head = write_unlocked(client, prepared)
+        if head is not None:
+            return prepared, head
     prefix = prepared.tree.prefix
     with push_lock(client, prefix, lock_wait) as lease:
         fresh = _read_locked(client, prepared.tree, lease.session, lock_wait)
@@ -98,8 +102,8 @@ def commit(
                     "then run the command again)"
                 )
             prepared = replan(fresh)
-        with progress(label, len(prepared.files)) as step:
-            return prepared, write_locked(client, lease, prepared, step)
+        with sending(), progress(label, len(prepared.files)) as step:
+            return prepared, write_locked(client, lease, prepared, step, notify)
 
 
 def _read_locked(
@@ -110,10 +114,10 @@ def _read_locked(
     prefix = tree.prefix
     while True:
         fresh = read.read(client, prefix, known=tree.known, lock_wait=lock_wait, session=session)
-        entry, _ = client.get(log_key(prefix, fresh.revision + 1))
+        entry, _ = client.get(log_key(prefix, fresh.next_revision))
         if entry is None:
             return fresh
-        record = Commit.decode(entry.value, fresh.revision + 1)
+        record = read.decode_record(entry.key, entry.value, fresh.next_revision)
         repair.repair(client, prefix, record, head_check(fresh))
 
 
@@ -166,8 +170,14 @@ def _head_ops(prepared: Prepared) -> list[Op]:
     value = prepared.head.encode()
     index = tree.head.index if tree.head is not None else 0
     ops = [kv_cas(head_key(tree.prefix), value, hash_to_flags(content_hash(value)), index)]
+    if tree.head is None or not tree.head.history:
+        # A history's first commit (or the first to name an older one) says it exists.
+        ops.append(kv_set(genesis_key(tree.prefix), prepared.head.genesis(), 0))
     if tree.legacy_index:
         ops.append(kv_delete_cas(legacy_manifest_key(tree.prefix), tree.legacy_index))
+    changes = prepared.commit.changes
+    if changes and all(c.kind == "mode" for c in changes):
+        ops += [kv_set(tick_key(tree.prefix), b"", 0), kv_delete(tick_key(tree.prefix))]
     return ops
 
 
@@ -176,7 +186,7 @@ def write_unlocked(client: ConsulClient, prepared: Prepared) -> Head | None:
     needs no session. The new head; None when it lost (a lock was held, a record was left,
     or the head moved), for the caller to take the locked path."""
     writes = [*prepared.files, *prepared.kept, *prepared.metadata]
-    ops = [*_unlocked_guards(prepared), *_ops(prepared, writes)]
+    ops = [*_unlocked_guards(prepared), *(op_of(w, prepared.content) for w in writes)]
     try:
         index = _txn(client, [*ops, *_head_ops(prepared)])
     except TxnFailed:
@@ -186,31 +196,42 @@ def write_unlocked(client: ConsulClient, prepared: Prepared) -> Head | None:
 
 
 def _landed(prepared: Prepared, index: int) -> Head:
-    head = prepared.head
-    return Head(head.commit, head.inline, head.keep, head.oldest, index)
+    return replace(prepared.head, index=index)
 
 
 # -- the large commit: under the lock ---------------------------------------------------------
 
 
-def write_locked(client: ConsulClient, lease: Lease, prepared: Prepared, step: Step) -> Head:
+def write_locked(
+    client: ConsulClient,
+    lease: Lease,
+    prepared: Prepared,
+    step: Step,
+    notify: Callable[[str], None] = lambda text: None,
+) -> Head:
     """Write under the lock and move the head; the new head. ConflictError when the head
     moved after all (another tool wrote it). A failure before the head lands undoes what was
     written, as far as Consul can be reached."""
     landed = None
     try:
         _send_metadata(client, lease, prepared)
-        _send(client, lease, prepared, prepared.files, [head_check(prepared.tree)], step)
+        checks = [head_check(prepared.tree)]
+        send(client, prepared.files, checks, prepared.content, step=step, renew=lease.renew_if_due)
         lease.renew_if_due()
         landed = _landed(prepared, _txn(client, _head_ops(prepared)))
     except TxnFailed as exc:
-        _undo(client, prepared)
+        _undo(client, lease, prepared)
         raise ConflictError(_LOST) from exc
     except BaseException:
         landed = _check_landed(client, prepared)
         if landed is None:
-            with suppress(FileconsulError):
-                _undo(client, prepared)
+            try:
+                _undo(client, lease, prepared)
+            except FileconsulError as failed:
+                notify(
+                    f"the push could not undo what it sent ({failed}); the next push undoes "
+                    "it, and until then raw readers see its values"
+                )
             raise
     collect(client, prepared.tree.prefix, landed)
     return landed
@@ -220,10 +241,10 @@ def _send_metadata(client: ConsulClient, lease: Lease, prepared: Prepared) -> No
     """The contents kept, then the manifest and the record: the journal of this push, from
     which it is undone if it never commits."""
     head = head_check(prepared.tree)
-    _send(client, lease, prepared, prepared.kept, [head], lambda count: None)
+    send(client, prepared.kept, [head], renew=lease.renew_if_due)
     record, manifest = prepared.metadata
     if record.cost + manifest.cost + 4 * ENVELOPE < TXN_MAX_BODY:
-        _txn(client, [head, *_guards(prepared), *_ops(prepared, [record, manifest])])
+        _txn(client, [head, *_guards(prepared), op_of(record), op_of(manifest)])
         return
     for write in (manifest, record):
         if write.cost > LARGE:
@@ -232,7 +253,7 @@ def _send_metadata(client: ConsulClient, lease: Lease, prepared: Prepared) -> No
             if not client.put(write.key, write.value, cas=0):
                 raise TxnFailed(f"{write.key} exists already", [])
         else:
-            _txn(client, [head, *_guards(prepared), _op(prepared, write)])
+            _txn(client, [head, *_guards(prepared), op_of(write)])
 
 
 def head_check(tree: RemoteTree) -> Op:
@@ -240,38 +261,6 @@ def head_check(tree: RemoteTree) -> Op:
     if tree.head is None:
         return kv_check_not_exists(head_key(tree.prefix))
     return kv_check_index(head_key(tree.prefix), tree.head.index)
-
-
-def _send(
-    client: ConsulClient,
-    lease: Lease,
-    prepared: Prepared,
-    writes: Sequence[Write],
-    checks: list[Op],
-    step: Step,
-) -> None:
-    """`writes` in transactions that each carry `checks`, several in flight (they touch
-    disjoint keys); a value too large to share a transaction goes as its own PUT."""
-    small = [w for w in writes if w.cost <= LARGE]
-    room = TXN_MAX_OPS - len(checks)
-    packed = batches(small, cost, count=room, total=TXN_MAX_BODY - 2 * ENVELOPE)
-
-    def send(batch: list[Write]) -> int:
-        _txn(client, encode_txn([*checks, *_ops(prepared, batch)]))
-        return sum(1 for w in batch if w.path)
-
-    sending = in_flight(send, packed, depth=IN_FLIGHT, name="fileconsul-push")
-    with closing(sending) as sent:
-        for count in sent:
-            lease.renew_if_due()
-            step(count)
-    for write in writes:
-        if write.cost > LARGE:
-            lease.renew_if_due()
-            assert write.target is not None or write.value is not None
-            flags = hash_to_flags(write.target.hash) if write.target else 0
-            client.put(write.key, prepared.content(write), flags=flags)
-            step(1 if write.path else 0)
 
 
 def _check_landed(client: ConsulClient, prepared: Prepared) -> Head | None:
@@ -285,8 +274,9 @@ def _check_landed(client: ConsulClient, prepared: Prepared) -> Head | None:
     return None
 
 
-def _undo(client: ConsulClient, prepared: Prepared) -> None:
-    repair.repair(client, prepared.tree.prefix, prepared.commit, head_check(prepared.tree))
+def _undo(client: ConsulClient, lease: Lease, prepared: Prepared) -> None:
+    check = head_check(prepared.tree)
+    repair.repair(client, prepared.tree.prefix, prepared.commit, check, lease.renew_if_due)
 
 
 # -- what falls out of the history -----------------------------------------------------------
@@ -316,17 +306,6 @@ def collect(client: ConsulClient, prefix: str, head: Head) -> None:
 
 
 # -- operations -------------------------------------------------------------------------------
-
-
-def _ops(prepared: Prepared, writes: Sequence[Write]) -> list[Op]:
-    return [_op(prepared, w) for w in writes]
-
-
-def _op(prepared: Prepared, write: Write) -> Op:
-    if write.target is None and write.value is None:
-        return kv_delete(write.key)
-    flags = hash_to_flags(write.target.hash) if write.target is not None else 0
-    return kv_set(write.key, prepared.content(write), flags)
 
 
 def _txn(client: ConsulClient, ops: list[Op] | bytes) -> int:

@@ -7,7 +7,7 @@ only files, and a write there never moves the prefix's listing index.
 
 from __future__ import annotations
 
-from fileconsul.model.paths import MANIFEST_PATH, META_SUFFIX
+from fileconsul.model.paths import INTERNAL_DIR, MANIFEST_PATH, META_SUFFIX
 from fileconsul.model.tree import RemoteTree
 
 #: Revisions are written with this many digits, so that they sort as text and no revision's
@@ -26,6 +26,19 @@ def meta_prefix(prefix: str) -> str:
 def head_key(prefix: str) -> str:
     """The head: the revision committed last, small, check-and-set by every commit."""
     return meta_prefix(prefix) + "head"
+
+
+def tick_key(prefix: str) -> str:
+    """A key a commit that changes only modes sets and deletes in its last transaction: an
+    unchanged value moves no index, and watchers wake on the prefix's listing. It never
+    outlives the transaction, and readers pass over it (it is under `<prefix>/.fileconsul/`)."""
+    return file_key(prefix, INTERNAL_DIR + "/tick")
+
+
+def genesis_key(prefix: str) -> str:
+    """The history the head belongs to, rewritten by every commit: it outlives a deleted
+    head, so that a new history knows an old one was there."""
+    return meta_prefix(prefix) + "genesis"
 
 
 def _rev(revision: int) -> str:

@@ -4,6 +4,7 @@ revision, so that history costs what changes)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -141,7 +142,7 @@ def prepare(
         if p in tree.values and p in after
     ]
     changes = records.diff(tree.committed, after)
-    revision = tree.revision + 1
+    revision = tree.next_revision
     if tree.head is not None and not tree.unknown:
         new_digest = records.digest_after(tree.head.commit.digest, changes)
     else:
@@ -155,7 +156,12 @@ def prepare(
         message=message,
         rollback_of=rollback_of,
     )
-    head = records.new_head(commit, keep=keep)
+    if tree.head is not None and tree.head.history:
+        head = records.new_head(commit, keep=keep, history=tree.head.history, since=tree.head.since)
+    elif tree.head is not None:  # a head from before histories had names: it gets one
+        head = records.new_head(commit, keep=keep, history=secrets.token_hex(8))
+    else:
+        head = records.new_head(commit, keep=keep, history=secrets.token_hex(8), since=revision)
     kept = _kept(client, tree, changes, revision, keep)
     return Prepared(
         tree,

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
+from typing import NamedTuple
 
+from fileconsul.errors import IntegrityError
 from fileconsul.model import records
-from fileconsul.model.facts import FileInfo
+from fileconsul.model.facts import DEFAULT_MODE, FileInfo, content_hash
 from fileconsul.model.manifest import decode, digest
 from fileconsul.model.records import Commit, Head
 from fileconsul.model.tree import (
@@ -26,15 +29,20 @@ from fileconsul.model.tree import (
     from_entries,
     legacy_manifest,
     parse_head,
+    split_keys,
 )
 from fileconsul.store.client import ConsulClient, TxnFailed, kv_get, kv_get_tree
 from fileconsul.store.layout import (
+    genesis_key,
     head_key,
     legacy_lock_key,
     legacy_manifest_key,
     lock_key,
     log_key,
+    log_prefix,
     manifest_key,
+    manifests_prefix,
+    revision_of,
 )
 from fileconsul.store.lock import wait_for_lock
 
@@ -103,12 +111,18 @@ def _read_once(
         if head is not None:
             committed = committed_files(client, prefix, head, known)
     except _CorruptManifest as exc:
-        entries, committed, warning = (
-            _entries(client, prefix, head, session, deadline),
-            {},
-            str(exc),
-        )
-    return _tree_of(prefix, entries, head, committed, warning)
+        assert head is not None
+        entries = _entries(client, prefix, head, session, deadline)
+        rebuilt = _rebuilt(client, prefix, head, entries)
+        if rebuilt is not None:
+            note = (
+                f"{exc}; the tree was rebuilt from the values and the records kept, and "
+                "matches the head's digest (the next push writes a new manifest)"
+            )
+            return _tree_of(prefix, entries, head, rebuilt, None, notes=(note,))
+        committed, warning = {}, f"{exc}; the records kept do not rebuild it"
+    lost = _lost_history(client, prefix, stale) if head is None else None
+    return _tree_of(prefix, entries, head, committed, warning, lost)
 
 
 def _tree_of(
@@ -117,6 +131,9 @@ def _tree_of(
     head: Head | None,
     committed: dict[str, FileInfo],
     warning: str | None,
+    lost: _Lost | None = None,
+    *,
+    notes: tuple[str, ...] = (),
 ) -> RemoteTree:
     """The tree from every entry read under the prefix, a first-format manifest among them,
     and the record of the revision after the head."""
@@ -130,9 +147,39 @@ def _tree_of(
         committed,
         legacy=legacy,
         record=record,
-        warnings=(warning,) if warning else (),
+        warnings=(warning,) if warning else notes,
         unknown=warning is not None,
+        orphaned=lost.revisions if lost else None,
+        modes=lost.modes if lost else None,
     )
+
+
+class _Lost(NamedTuple):
+    """A history whose head is gone: its first and last revisions, and the files its last
+    manifest listed."""
+
+    revisions: tuple[int, int]
+    modes: dict[str, FileInfo]
+
+
+def _lost_history(client: ConsulClient, prefix: str, stale: bool) -> _Lost | None:
+    """The history left without a head, if there is one. A lone record of revision 1 with
+    no genesis is a first push that died (the next push undoes it), not a history."""
+    logs, _ = client.keys(log_prefix(prefix), stale=stale)
+    manifests, _ = client.keys(manifests_prefix(prefix), stale=stale)
+    genesis, _ = client.get(genesis_key(prefix), stale=stale)
+    found = sorted({r for k in logs + manifests if (r := revision_of(k)) is not None})
+    if genesis is None and found in ([], [1]):
+        return None
+    last = found[-1] if found else 0
+    modes: dict[str, FileInfo] = {}
+    if manifests:
+        newest = max(r for k in manifests if (r := revision_of(k)) is not None)
+        entry, _ = client.get(manifest_key(prefix, newest), stale=stale)
+        if entry is not None:
+            with suppress(ValueError):
+                modes = decode(entry.value, newest)
+    return _Lost((found[0] if found else last, last), modes)
 
 
 def read_head(client: ConsulClient, prefix: str, *, stale: bool = False) -> Head | None:
@@ -178,7 +225,7 @@ def committed_files(
     if known is not None and head.oldest - 1 <= known.revision < head.revision:
         try:
             changes = list(changes_since(client, prefix, head, known.revision, stale=stale))
-        except (TxnFailed, ValueError):
+        except (TxnFailed, IntegrityError):
             changes = None
         if (
             changes is not None
@@ -205,13 +252,39 @@ def changes_since(
 def read_commits(
     client: ConsulClient, prefix: str, revisions: Sequence[int], stale: bool = False
 ) -> Iterator[Commit]:
-    """The records of `revisions`, in order. TxnFailed when one is not kept."""
+    """The records of `revisions`, in order. TxnFailed when one is not kept, IntegrityError
+    when one is corrupt."""
     for start in range(0, len(revisions), _RECORDS_PER_TXN):
         chunk = revisions[start : start + _RECORDS_PER_TXN]
         entries = client.txn_entries([kv_get(log_key(prefix, r)) for r in chunk], stale=stale)
         by_key = {e.key: e for e in entries}
         for revision in chunk:
-            yield Commit.decode(by_key[log_key(prefix, revision)].value, revision)
+            key = log_key(prefix, revision)
+            yield decode_record(key, by_key[key].value, revision)
+
+
+def decode_record(key: str, value: bytes, revision: int) -> Commit:
+    """Revision `revision`'s record, the value of `key`; IntegrityError naming the key when
+    it is corrupt or truncated."""
+    try:
+        return Commit.decode(value, revision)
+    except ValueError as exc:
+        raise IntegrityError(
+            f"the record {key} is corrupt ({exc}); nothing was changed (restore it from a "
+            "backup of the KV store)"
+        ) from exc
+
+
+def manifest_readable(client: ConsulClient, prefix: str, head: Head) -> bool:
+    """Whether the head's manifest reads back as its tree (a manifest a later commit replaced
+    meanwhile counts as readable: that commit wrote its own)."""
+    try:
+        read_manifest(client, prefix, head)
+    except _CorruptManifest:
+        return False
+    except _Moved:
+        return True
+    return True
 
 
 def read_manifest(
@@ -221,15 +294,35 @@ def read_manifest(
     if entry is None:
         raise _Moved  # a later commit removed it: the head is newer than the one we read
     try:
-        files = decode(entry.value, head.revision)
+        files = decode(entry.value, head.revision, files=head.commit.files)
         if digest(files) != head.commit.digest:
             raise ValueError("it does not match the head's digest")
     except ValueError as exc:
-        raise _CorruptManifest(
-            f"the manifest {entry.key} is corrupt ({exc}); reading every value instead, with "
-            "default modes (the next push writes it again)"
-        ) from exc
+        raise _CorruptManifest(f"the manifest {entry.key} is corrupt ({exc})") from exc
     return files
+
+
+def _rebuilt(
+    client: ConsulClient, prefix: str, head: Head, entries: list[KVEntry]
+) -> dict[str, FileInfo] | None:
+    """The head's tree without its manifest: each committed value, with the mode the records
+    kept last gave its content; None unless that tree has the head's digest exactly (a mode
+    the records no longer tell, a value a dead push replaced)."""
+    try:
+        kept = read_commits(client, prefix, range(head.oldest, head.revision + 1))
+        facts: dict[str, FileInfo] = {}
+        for commit in kept:
+            records.forward(facts, commit.changes)
+    except (TxnFailed, IntegrityError):
+        return None
+    committed = [e for e in entries if e.modify_index <= head.index]
+    files, _ = split_keys(prefix, committed)
+    tree = {}
+    for rel, entry in files.items():
+        info = FileInfo(content_hash(entry.value), len(entry.value), DEFAULT_MODE)
+        known = facts.get(rel)
+        tree[rel] = info._replace(mode=known.mode) if known and known.hash == info.hash else info
+    return tree if digest(tree) == head.commit.digest else None
 
 
 # -- every value ------------------------------------------------------------------------------

@@ -4,26 +4,34 @@ push when it died."""
 
 from __future__ import annotations
 
-from fileconsul.model.facts import content_hash, hash_to_flags
+from collections.abc import Callable
+
+from fileconsul.model.facts import content_hash
 from fileconsul.model.records import Commit
 from fileconsul.store.batching import batches
 from fileconsul.store.client import (
-    TXN_MAX_BODY,
     TXN_MAX_OPS,
     ConsulClient,
     Op,
     kv_delete,
     kv_delete_tree,
-    kv_set,
 )
 from fileconsul.store.layout import blob_key, blobs_prefix, file_key, log_key, manifest_key
-from fileconsul.store.prepare import ENVELOPE, Write, cost, write_of
+from fileconsul.store.prepare import Write, write_of
+from fileconsul.store.send import send
 
 
-def repair(client: ConsulClient, prefix: str, journal: Commit, check: Op) -> list[str]:
-    """Undo a push that did not commit, from its record: put back each value it replaced
-    (from the contents it kept), delete each key it added, then its record, kept contents and
-    manifest; every transaction checks the head is still the one it was planned on. The
+def repair(
+    client: ConsulClient,
+    prefix: str,
+    journal: Commit,
+    check: Op,
+    renew: Callable[[], None] = lambda: None,
+) -> list[str]:
+    """Undo a push that did not commit, from its record, under the push lock: put back each
+    value it replaced (from the contents it kept; a value too large for a transaction as a
+    PUT of its own, as it was sent), delete each key it added, then its record, kept contents
+    and manifest; every transaction checks the head is still the one it was planned on. The
     paths that could not be put back."""
     changes = list(journal.changes)
     keys = [file_key(prefix, c.path) for c in changes]
@@ -47,9 +55,7 @@ def repair(client: ConsulClient, prefix: str, journal: Commit, check: Op) -> lis
             writes.append(write_of(key, old, kept[old.hash]))
         else:
             lost.append(key)
-    packed = batches(writes, cost, count=TXN_MAX_OPS - 1, total=TXN_MAX_BODY - 2 * ENVELOPE)
-    for group in packed:
-        client.txn([check, *(_plain_op(w) for w in group)])
+    send(client, writes, [check], renew=renew)
     client.txn(
         [
             check,
@@ -71,10 +77,3 @@ def _read_kept(
             if content_hash(value) == key.rpartition("/")[2]:
                 found[key.rpartition("/")[2]] = value
     return found
-
-
-def _plain_op(write: Write) -> Op:
-    if write.value is None:
-        return kv_delete(write.key)
-    assert write.target is not None
-    return kv_set(write.key, write.value, hash_to_flags(write.target.hash))

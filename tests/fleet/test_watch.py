@@ -181,7 +181,7 @@ def test_on_failure_runs_when_the_hook_fails(make_node: Any, tmp_path: Path) -> 
     result = b.run(
         "pull", "--exec", "exit 3", "--on-failure", f'echo "$FILECONSUL_ERROR" > {marker}'
     )
-    assert result.exit_code == 0
+    assert result.exit_code == 9  # the change stands; the hook failed
     assert "hook exited 3" in result.stderr
     assert marker.read_text().strip() == "hook exited 3"
 

@@ -25,7 +25,7 @@ def entry(path: str, data: bytes, index: int, *, flags: int | None = None) -> KV
 
 def head_at(files: dict[str, FileInfo], revision: int, index: int) -> Head:
     commit = records.new_commit(revision, [], files, digest(files), author=AUTHOR, message="")
-    return replace(records.new_head(commit, keep=10), index=index)
+    return replace(records.new_head(commit, keep=10, history="h"), index=index)
 
 
 def journal(revision: int, changes: list[Change]) -> KVEntry:
