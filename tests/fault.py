@@ -4,8 +4,11 @@
 
 `kill:N`, `interrupt:N`, `interrupt-twice:N`: SIGKILL (no clean-up), or SIGINT once or twice,
 just before the Nth transaction that writes files reaches Consul, once the ones before it
-have landed. `interrupt-at-stage`, `interrupt-at-rename`: SIGINT as the first file is staged,
-or as the first staged file is renamed into place.
+have landed. `kill-before-head`: SIGKILL just before the transaction that moves the head
+(every file of the push sent). `interrupt-at-stage`, `interrupt-at-rename`: SIGINT as the first
+file is staged, or as the first staged file is renamed into place. `interrupt-in-submit`: SIGINT
+inside the pull's thread pool's `submit`, just after it started a worker and before it noted it
+(the moment a real Ctrl-C hits now and then).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 import httpx
 
@@ -57,6 +61,42 @@ def _at_batch(deliver: int, count: int, prefix: str) -> None:
     httpx.HTTPTransport.handle_request = handle  # type: ignore[method-assign]
 
 
+def _before_head(prefix: str) -> None:
+    """SIGKILL as the transaction that moves the head is about to leave."""
+    head = f'"Key":"{prefix}.fileconsul/head"'.encode()
+
+    def handle(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        if is_write_txn(request) and head in body and b'"Verb":"cas"' in body:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return _real_handle(self, request)
+
+    httpx.HTTPTransport.handle_request = handle  # type: ignore[method-assign]
+
+
+def _in_submit() -> None:
+    """SIGINT as the first worker of the pull's pool has started: the signal's handler runs as
+    `start()` returns, inside the pool's `submit`. That worker's first item waits half a
+    second, so that a worker the pool does not know of runs it after the pull cleaned up."""
+    from concurrent.futures import thread
+
+    real_start, real_run = threading.Thread.start, thread._WorkItem.run
+    first = threading.Lock()
+
+    def start(self: threading.Thread) -> None:
+        real_start(self)
+        if self.name.startswith("fileconsul-pull") and first.acquire(False):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def run(self: Any) -> None:
+        if threading.current_thread().name.endswith("fileconsul-pull_0"):
+            time.sleep(0.5)
+        real_run(self)
+
+    threading.Thread.start = start  # type: ignore[method-assign]
+    thread._WorkItem.run = run  # type: ignore[method-assign]
+
+
 def _at_first(call: str) -> None:
     """SIGINT at the first staged write (`open`) or rename into place (`rename`)."""
     real = getattr(os, call)
@@ -79,6 +119,10 @@ def install(fault: str, prefix: str) -> None:
         _at_batch(signal.SIGINT, int(count), prefix)
     elif kind == "interrupt-twice":
         _at_batch(-signal.SIGINT, int(count), prefix)
+    elif kind == "kill-before-head":
+        _before_head(prefix)
+    elif kind == "interrupt-in-submit":
+        _in_submit()
     elif kind == "interrupt-at-stage":
         _at_first("open")
     elif kind == "interrupt-at-rename":

@@ -88,17 +88,23 @@ def background(args: list[str], env: dict[str, str] | None = None) -> Iterator[B
 
 
 def with_fault(
-    node: Node, fault: str, command: str, *extra: str, timeout: float = 120
+    node: Node,
+    fault: str,
+    command: str,
+    *extra: str,
+    timeout: float = 120,
+    end_sessions: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run a fileconsul command of `node` with a fault injected (see tests/fault.py). After a
-    kill, the push lock's session it left is ended, as its TTL would end it."""
+    kill, the push lock's session it left is ended, as its TTL would end it (unless the wait
+    for the TTL is what is tested: `end_sessions=False`)."""
     args = fileconsul_args(node, command, *extra)
     args[1:3] = ["-m", "tests.fault"]
     env = {**os.environ, "FILECONSUL_TEST_FAULT": fault}
     done = subprocess.run(
         args, capture_output=True, text=True, env=env, timeout=timeout, check=False
     )
-    if done.returncode == -signal.SIGKILL:
+    if done.returncode == -signal.SIGKILL and end_sessions:
         KV(f"http://{node.addr}", node.token).end_sessions(f"fileconsul push {node.prefix}")
     return done
 

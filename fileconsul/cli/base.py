@@ -125,7 +125,8 @@ COMMON_OPTIONS = [
         "-v",
         "--verbose",
         is_flag=True,
-        help="List every change, and print request counts and bytes received.",
+        help="List every change (push, pull, rollback, log), and print request counts and "
+        "bytes received.",
     ),
 ]
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 import click
 
@@ -131,8 +134,10 @@ def diff(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Show unified diffs: this node against Consul's head, against a kept revision REV, or
     REV against REV2; only PATHs (files or directories) when given.
 
-    A revision is written 12 or r12; a path that looks like one is written ./12. Exits 0 when
-    nothing differs, 1 when something does.
+    A revision is written 12 or r12; a path that looks like one is written ./12. A PATH is
+    taken from the working directory when it is inside the basepath (as git does), else from
+    the basepath; one outside the basepath, or that matches no file, is a usage error (exit 2).
+    Exits 0 when nothing differs, 1 when something does.
 
     \b
     Examples:
@@ -145,8 +150,8 @@ def diff(ctx: click.Context, args: tuple[str, ...]) -> None:
         if _REVISION.fullmatch(arg) is None:
             break
         found.append(_revision(arg))
-    paths = [p.removeprefix("./") for p in args[len(found) :]]
     with open_run(ctx, local=len(found) < 2) as (run, out):
+        paths = tree_paths(args[len(found) :], run.basepath)
         if not found:
             result = diffs.local_vs_head(run, paths)
         elif len(found) == 1:
@@ -156,6 +161,28 @@ def diff(ctx: click.Context, args: tuple[str, ...]) -> None:
     if result.files and not out.quiet:
         click.echo(render.diff_text(result), nl=False)
     ctx.exit(EXIT_CHANGES if result.files else 0)
+
+
+def tree_paths(given: Sequence[str], basepath: Path) -> list[str]:
+    """The tree paths that command-line paths name: relative to the working directory when it
+    is inside the basepath, else to the basepath; absolute ones as they are. UsageError for
+    one outside the basepath. The basepath itself names the whole tree (no path)."""
+    base = basepath.resolve()
+    here = Path.cwd().resolve()
+    start = here if here == base or base in here.parents else base
+    found = []
+    for text in given:
+        target = Path(os.path.normpath(start / text))
+        try:
+            rel = target.relative_to(base)
+        except ValueError:
+            raise UsageError(
+                f"{text} is outside the basepath {basepath}; nothing to compare"
+            ) from None
+        if rel == Path("."):
+            return []
+        found.append(rel.as_posix())
+    return found
 
 
 @cli.command()

@@ -25,7 +25,7 @@ from fileconsul.commands.outcome import Outcome
 from fileconsul.commands.push import PushOptions
 from fileconsul.commands.push import push as push_tree
 from fileconsul.commands.status import status as status_of
-from fileconsul.errors import EXIT_CHANGES, FileconsulError, InvalidInput
+from fileconsul.errors import EXIT_CHANGES, FileconsulError, InvalidInput, UsageError
 from fileconsul.fleet import deliver, reports
 from fileconsul.fleet.hooks import DEFAULT_TIMEOUT, Hooks
 from fileconsul.model.records import DEFAULT_KEEP
@@ -80,7 +80,8 @@ HOOK_OPTIONS = [
     "--fleet",
     "show_fleet",
     is_flag=True,
-    help="List every node's last applied revision: current, lagging or failed.",
+    help="List every node's state (current, lagging, failed, rejected or halted) and the "
+    "revision it last applied.",
 )
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
@@ -114,6 +115,31 @@ def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
     else:
         out.out(render.status_text(result.plan, **where, refusals=result.refusals))
     ctx.exit(result.exit_code)
+
+
+@cli.command()
+@common_options
+@click.argument("nodes", nargs=-1, required=True, metavar="NODE...")
+@click.pass_context
+def forget(ctx: click.Context, nodes: tuple[str, ...]) -> None:
+    """Remove the fleet reports of decommissioned nodes, so that `status --fleet` stops
+    counting them (a node that reports again is back).
+
+    Exits 2, removing nothing, when a NODE has no report.
+
+    \b
+    Examples:
+      fileconsul forget old-web-3
+      fileconsul status --fleet --json | jq -r '.nodes[] | select(.state == "lagging") | .node'
+    """
+    with open_run(ctx, local=False) as (run, out):
+        missing = reports.forget(run.client, run.prefix, list(nodes))
+    if missing:
+        raise UsageError(
+            f"no fleet report for {', '.join(missing)} under {run.prefix}; nothing was removed "
+            "(see the names with `fileconsul status --fleet`)"
+        )
+    out.out(f"Forgot {len(nodes)} {'node' if len(nodes) == 1 else 'nodes'}: {', '.join(nodes)}.")
 
 
 @cli.command()

@@ -64,7 +64,8 @@ from fileconsul.store.client import ConsulClient
     default=300.0,
     show_default=True,
     metavar="SECONDS",
-    help="Longest blocking query to Consul; also how often other tools' writes are looked for.",
+    help="Longest blocking query to Consul: an idle watcher asks once per SECONDS (changes, "
+    "other tools' writes included, arrive at once).",
 )
 @click.option(
     "--log-format",

@@ -63,6 +63,12 @@ def staged(
         # Under the local lock no other fileconsul writes here: these are a killed pull's.
         for rel in leftovers:
             txn.remove_leftover(rel)
+        # The deletes first: a file one deletes may give its place to a new directory, and a
+        # directory they empty to a file.
+        for action in actions:
+            if action.target is None:
+                txn.delete(action.path)
+                applied.append(action)
         writes = [a for a in actions if a.target is not None]
         with closing(_staged(ctx, tree, txn, writes)) as staging:
             for action, reason in staging:
@@ -71,10 +77,6 @@ def staged(
                     step(1)
                 else:
                     skipped.append((action.path, reason))
-        for action in actions:
-            if action.target is None:
-                txn.delete(action.path)
-                applied.append(action)
         yield Staged(txn, sorted(applied), skipped)
 
 

@@ -86,8 +86,8 @@ def _check_kept(head: Head, revision: int, what: str) -> None:
     if revision < head.since or revision > head.revision:
         raise UsageError(
             f"there is no revision {revision}: the revisions are {head.since} to "
-            f"{head.revision} (of which {head.oldest} to {head.revision} are kept); nothing "
-            f"can be {what}"
+            f"{head.revision} (of which {head.oldest} to {head.revision} are kept), so it "
+            f"cannot be {what}"
         )
     if revision < head.oldest:
         raise InvalidInput(

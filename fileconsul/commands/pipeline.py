@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fileconsul.commands.context import Context
-from fileconsul.errors import ConflictError, IntegrityError, InvalidInput
+from fileconsul.errors import ConflictError, FileconsulError, IntegrityError, InvalidInput
 from fileconsul.local import record as records
 from fileconsul.local import scan, transaction
 from fileconsul.local.lock import local_lock
@@ -21,6 +21,7 @@ from fileconsul.model.plan import Action, Plan, Side, Sides
 from fileconsul.model.records import Head
 from fileconsul.model.tree import RemoteTree
 from fileconsul.store import read
+from fileconsul.store.batching import submit
 
 #: Bytes of file contents a push keeps from its scan instead of reading the files again.
 KEEP_BYTES = 64 * 1024 * 1024
@@ -60,23 +61,26 @@ def look(
     """The local scan and the remote read, side by side (one mostly waits on the disk, the
     other on Consul), and the sides they make. A scan error comes first, as if the two ran
     one after the other. A push keeps the bytes the scan reads and reads the leader's view
-    (never stale); `others` and `head` are as `store.read.read` takes them."""
+    (never stale); `others` and `head` are as `store.read.read` takes them.
 
-    def remote() -> RemoteTree:
-        return read.read(
-            ctx.client,
-            ctx.prefix,
-            known=record.remote,
-            lock_wait=ctx.lock_wait,
-            stale=ctx.stale and not push,
-            others=others,
-            head=head,
-        )
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-read") as pool:
-        future = pool.submit(remote)
-        local = scan.scan(ctx.basepath, record.hash_cache, keep_bytes=KEEP_BYTES * push)
-        return view_of(record, local, future.result())
+    The read runs here, the scan in a worker: the read may wait (for another push's lock, up
+    to --lock-wait), and an interrupt stops it at once; the scan is bounded by the disk."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-scan") as pool:
+        scanning = submit(pool, scan.scan, ctx.basepath, record.hash_cache, KEEP_BYTES * push)
+        try:
+            tree = read.read(
+                ctx.client,
+                ctx.prefix,
+                known=record.remote,
+                lock_wait=ctx.lock_wait,
+                stale=ctx.stale and not push,
+                others=others,
+                head=head,
+            )
+        except FileconsulError:
+            scanning.result()  # its error, if it has one, is the one to report
+            raise
+        return view_of(record, scanning.result(), tree)
 
 
 def view_of(record: Record, local: scan.Scan, tree: RemoteTree) -> View:
@@ -99,8 +103,8 @@ def planned(
     if found.conflicts and not force:
         raise ConflictError(planner.conflict_refusal(found, side))
     actions = found.actions(side, force=force)
-    tracked = view.sides.tracked(side)
-    cap = planner.delete_cap(actions, tracked, side=side, max_delete=max_delete, force=force)
+    before = view.sides.changing(side)
+    cap = planner.delete_cap(actions, before, side=side, max_delete=max_delete, force=force)
     if cap is not None:
         raise InvalidInput(cap.message)
     return found, actions

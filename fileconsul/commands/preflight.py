@@ -21,6 +21,10 @@ def refusals(ctx: Context, view: View, planned: Plan) -> list[str]:
     """Everything a push or pull would refuse: names that cannot be keys (here and in
     Consul), files over the value limit, deletions over the cap; each once."""
     found = [f"local file {path!r}: {why}" for path, why in view.local.unsafe]
+    found += [
+        f"local file {path!r} has mode {mode:04o}: {SPECIAL_BITS}"
+        for path, mode in view.local.special
+    ]
     found += [f"key {key!r} in Consul: {why}" for key, why in view.tree.unsafe]
     pushes = planned.pushes(force=False)
     if any(a.target is not None for a in pushes):
@@ -31,8 +35,8 @@ def refusals(ctx: Context, view: View, planned: Plan) -> list[str]:
         ]
     for side in ("push", "pull"):
         actions = planned.actions(side, force=False)
-        tracked = view.sides.tracked(side)
-        cap = planner.delete_cap(actions, tracked, side=side, max_delete=None, force=False)
+        before = view.sides.changing(side)
+        cap = planner.delete_cap(actions, before, side=side, max_delete=None, force=False)
         if cap is not None:
             found.append(cap.reason)
     return list(dict.fromkeys(found))
@@ -72,13 +76,24 @@ def _has_tree(ctx: Context, prefix: str) -> bool:
     return False
 
 
+#: Why a file with a special bit is refused.
+SPECIAL_BITS = "fileconsul does not carry the setuid, setgid or sticky bit"
+
+
 def refuse_unsafe_names(local: Scan) -> None:
-    """InvalidInput naming every local file whose name cannot be a key."""
+    """InvalidInput naming every local file whose name cannot be a key, or whose mode has a
+    bit fileconsul does not carry."""
     if local.unsafe:
         names = "; ".join(f"{path!r} ({why})" for path, why in local.unsafe)
         raise InvalidInput(
             f"push refused, file names that cannot be Consul keys: {names}; nothing was "
             f"pushed (rename them or add them to {IGNORE_FILE})"
+        )
+    if local.special:
+        names = "; ".join(f"{path!r} ({mode:04o})" for path, mode in local.special)
+        raise InvalidInput(
+            f"push refused, {SPECIAL_BITS}: {names}; nothing was pushed (clear the bit, for "
+            f"example with chmod u-s,g-s,-t, or add the file to {IGNORE_FILE})"
         )
 
 

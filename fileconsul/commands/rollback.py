@@ -71,7 +71,7 @@ def _prepare_rollback(
         if (kind := classify(tree.files.get(path), target.get(path))) is not None
     ]
     cap = planner.delete_cap(
-        actions, len(tree.files), side="push", max_delete=options.max_delete, force=options.force
+        actions, tree.files, side="push", max_delete=options.max_delete, force=options.force
     )
     if cap is not None:
         raise InvalidInput(cap.message)

@@ -111,6 +111,17 @@ def _state(report: Report, revision: int) -> NodeState:
     return "current" if report.revision >= revision else "lagging"
 
 
+def forget(client: ConsulClient, prefix: str, nodes: list[str]) -> list[str]:
+    """Delete the reports of `nodes` (decommissioned: no longer counted by `status --fleet`);
+    the names among them that had no report, in which case nothing is deleted."""
+    known, _ = client.keys(nodes_prefix(prefix))
+    missing = [n for n in nodes if nodes_prefix(prefix) + n not in known]
+    if not missing:
+        for node in nodes:
+            client.delete(nodes_prefix(prefix) + node)
+    return missing
+
+
 def read_one(client: ConsulClient, prefix: str, node: str) -> Report | None:
     entry, _ = client.get(nodes_prefix(prefix) + node)
     return None if entry is None else _parse(node, entry.value)

@@ -12,7 +12,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, Literal
@@ -22,6 +22,7 @@ from fileconsul.errors import (
     CheckRejected,
     ConsulUnavailable,
     FileconsulError,
+    LockHeld,
     PermissionDenied,
 )
 from fileconsul.fleet import rollout
@@ -31,6 +32,7 @@ from fileconsul.local import record as records
 from fileconsul.model.records import Head
 from fileconsul.model.tree import parse_head
 from fileconsul.store.layout import head_key, lock_key
+from fileconsul.store.lock import wait_for_lock
 
 #: Hears of each event: (event, message, level=..., facts...).
 Tell = Callable[..., None]
@@ -309,18 +311,19 @@ def _after(ctx: Context, options: WatchOptions, listing: int) -> tuple[Head | No
     """What a write under the prefix at index `listing` was: (the head to deliver, whether to
     look for other tools' writes). A commit moves the head with its files, or after them; a
     head behind the listing is asked of the leader, and then a push holding the lock is
-    waited for (never applied half), and anything else is another tool's write."""
+    waited for (never applied half: it lands, or it dies and its values are ignored), and
+    anything else is another tool's write."""
     head = _head(ctx, stale=ctx.stale)
     if head is not None and listing <= head.index:
         return head, False
     head = _head(ctx, stale=False)
     if head is not None and listing <= head.index:
         return head, False
-    entry, _ = ctx.client.get(lock_key(ctx.prefix))
-    if entry is not None and entry.session:
-        moved = _head_after(ctx, head, options.wait)
-        if moved is not None and listing <= moved.index:
-            return moved, False
+    with suppress(LockHeld):
+        wait_for_lock(ctx.client, lock_key(ctx.prefix), time.monotonic() + options.wait)
+        head = _head(ctx, stale=False)
+        if head is not None and listing <= head.index:
+            return head, False
     return None, True
 
 
@@ -328,18 +331,6 @@ def _head(ctx: Context, *, stale: bool) -> Head | None:
     """The head, or None when there is none (or it does not parse: the delivery reports it)."""
     entry, _ = ctx.client.get(head_key(ctx.prefix), stale=stale)
     if entry is None:
-        return None
-    try:
-        return parse_head(entry)
-    except FileconsulError:
-        return None
-
-
-def _head_after(ctx: Context, head: Head | None, wait: float) -> Head | None:
-    """The head once a commit moves it past `head` (a push under way landing), or None when
-    it did not within `wait` seconds."""
-    entry, _ = ctx.client.get(head_key(ctx.prefix), index=head.index if head else 1, wait=wait)
-    if entry is None or (head is not None and entry.modify_index <= head.index):
         return None
     try:
         return parse_head(entry)

@@ -26,6 +26,8 @@ _CHUNK = 1 << 20
 #: A file modified this recently may change again within the same timestamp tick: its hash is
 #: not cached (file systems stamp with a clock that advances every few milliseconds).
 _RACY_NS = 100_000_000
+#: The setuid, setgid and sticky bits.
+_SPECIAL = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 
 
 @dataclass
@@ -43,6 +45,9 @@ class Scan:
     contents: dict[str, bytes] = field(default_factory=dict)
     #: Temporary files a killed pull left behind (relative paths); never synced.
     leftovers: list[str] = field(default_factory=list)
+    #: (path, mode) of files with the setuid, setgid or sticky bit: fileconsul does not carry
+    #: them, and a push refuses them rather than drop them unsaid.
+    special: list[tuple[str, int]] = field(default_factory=list)
     #: The ignore rules of `.fileconsulignore` (None: there are none).
     rules: pathspec.GitIgnoreSpec | None = None
 
@@ -59,7 +64,7 @@ def file_mode(st: os.stat_result) -> int:
     return stat.S_IMODE(st.st_mode) & 0o777
 
 
-def scan(root: Path, cache: Mapping[str, Cached] | None = None, *, keep_bytes: int = 0) -> Scan:
+def scan(root: Path, cache: Mapping[str, Cached] | None = None, keep_bytes: int = 0) -> Scan:
     """Every regular file under `root` that is not ignored, with its hash, size and mode.
 
     Up to `keep_bytes` of the files it had to read are kept in `contents`, so that a push
@@ -76,6 +81,8 @@ def scan(root: Path, cache: Mapping[str, Cached] | None = None, *, keep_bytes: i
             raise InvalidInput(f"cannot stat {rel} ({exc.strerror}); fix or ignore it") from exc
         size, mtime = st.st_size, st.st_mtime_ns
         cached = cache.get(rel)
+        if st.st_mode & _SPECIAL:
+            result.special.append((rel, stat.S_IMODE(st.st_mode)))
         if cached is not None and cached[1:] == (size, mtime, st.st_ino):
             # The common case, kept cheap: the cached entry and its hash serve as they are.
             stats[rel] = (size, mtime, st.st_ino)
@@ -98,6 +105,7 @@ def scan(root: Path, cache: Mapping[str, Cached] | None = None, *, keep_bytes: i
     result.skipped.sort()
     result.unsafe.sort()
     result.leftovers.sort()
+    result.special.sort()
     return result
 
 

@@ -78,8 +78,11 @@ def recover(root: Path) -> bool:
     log = putback.pending(root)
     if log is None:
         return False
-    with transaction(root) as txn, _translated("the interrupted apply", "put back", _PARTWAY):
-        log.put_back(txn._parent)
+    try:
+        with transaction(root) as txn, _translated("the interrupted apply", "put back", _PARTWAY):
+            log.put_back(txn.parent)
+    finally:
+        log.close()
     return True
 
 
@@ -104,6 +107,10 @@ class Transaction:
         #: Every file written, as (directory descriptor, name on disk), for fsync.
         self._written: list[tuple[int, str]] = []
         self._deletes: list[str] = []
+        #: The same, as a set: a file deleted here may give its place to a directory.
+        self._deleting: set[str] = set()
+        #: Directories the deletes empty, whose place a staged file takes.
+        self._emptying: set[str] = set()
         self._lock = threading.Lock()
         self._token = secrets.token_hex(4)
         self._count = itertools.count()
@@ -114,12 +121,28 @@ class Transaction:
     def _parent(self, rel: str) -> tuple[int | None, str]:
         """The descriptor of `rel`'s existing parent directory (None when missing), and the
         last segment of `rel`."""
+        return self.parent(rel, False)
+
+    def parent(self, rel: str, make: bool) -> tuple[int | None, str]:
+        """As `_parent`; with `make`, the missing directories on the way are created (never
+        through a link)."""
         parent_rel, _, name = rel.rpartition("/")
         fd = self._dirs.get(parent_rel)
         if fd is None:
             with self._lock:
-                fd = self._open_dir(parent_rel)
+                fd = self._made_dir(parent_rel) if make else self._open_dir(parent_rel)
         return fd, name
+
+    def _made_dir(self, rel_dir: str) -> int:
+        fd = self._open_dir(rel_dir)
+        if fd is not None:
+            return fd
+        up, _, name = rel_dir.rpartition("/")
+        with suppress(FileExistsError):
+            os.mkdir(name, 0o755, dir_fd=self._made_dir(up))
+        made = self._open_dir(rel_dir)
+        assert made is not None
+        return made
 
     def _open_dir(self, rel_dir: str) -> int | None:
         if rel_dir in self._dirs:
@@ -136,6 +159,8 @@ class Transaction:
             except FileNotFoundError:
                 return None
             except OSError as exc:
+                if exc.errno == errno.ENOTDIR and rel_dir in self._deleting:
+                    return None  # a file this transaction deletes: a directory takes its place
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafeLocalPath(
                         f"{rel_dir} is a symbolic link or not a directory here; fileconsul "
@@ -185,7 +210,7 @@ class Transaction:
             parent = inside if inside is not None else self._open_dir(parent_rel)
             assert parent is not None
             if inside is None:
-                _refuse_non_file(rel, name, parent)
+                self._refuse_non_file(rel, name, parent)
                 disk_name = self._tmp_name()
                 self._staged.append(_Staged(rel, parent, disk_name, name))
             else:
@@ -207,8 +232,43 @@ class Transaction:
             os.close(fd)
 
     def delete(self, rel: str) -> None:
-        """Delete `rel` when the transaction commits."""
+        """Delete `rel` when the transaction commits. Deletes are named before anything is
+        staged: a file deleted here may give its place to a new directory, and a directory
+        this transaction empties to a file."""
         self._deletes.append(rel)
+        self._deleting.add(rel)
+
+    def _refuse_non_file(self, rel: str, name: str, parent: int) -> None:
+        """UnsafeLocalPath when something other than a regular file stands where `rel` goes,
+        but for a directory that the deletes of this transaction leave empty."""
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            return
+        if stat.S_ISDIR(st.st_mode) and self._emptied(rel):
+            self._emptying.add(rel)
+            return
+        raise UnsafeLocalPath(
+            f"{rel} is a symbolic link, a directory or a device here; fileconsul leaves it"
+        )
+
+    def _emptied(self, rel_dir: str) -> bool:
+        """Whether every entry below the directory `rel_dir` is a directory or a file this
+        transaction deletes (so that, once they are, it is removed)."""
+        fd = self._open_dir(rel_dir)
+        if fd is None:
+            return False
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                rel = f"{rel_dir}/{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    if not self._emptied(rel):
+                        return False
+                elif not (entry.is_file(follow_symlinks=False) and rel in self._deleting):
+                    return False
+        return True
 
     def remove_leftover(self, rel: str) -> None:
         """Remove a temporary file or directory an interrupted pull left (never through a
@@ -243,6 +303,8 @@ class Transaction:
         for rel in self._deletes:
             with _translated(rel, "delete", _PARTWAY):
                 self._delete(rel)
+        for rel in self._deletes:
+            self._prune(rel.rpartition("/")[0])
         while self._staged:
             item = self._staged[-1]
             with _translated(item.rel, "rename into place", _PARTWAY):
@@ -253,34 +315,34 @@ class Transaction:
 
     def _keep_backups(self, log: putback.UndoLog) -> None:
         """Link each file the commit replaces to a backup, then write the journal: before any
-        rename, so that every state a crash can leave is one the journal puts back."""
+        rename, so that every state a crash can leave is one the journal puts back. The
+        deletes come first, as the commit does them: put back in reverse, a directory that
+        took a deleted file's place goes before the file comes back."""
+        log.clear()
+        for rel in self._deletes:
+            log.entries.append(putback.Entry("deleted", rel, self._tmp_name()))
         for item in self._staged:
             if item.is_dir:
                 log.entries.append(putback.Entry("newdir", item.rel))
                 continue
             backup = self._tmp_name()
-            kept = log.keep(self._parent, item.rel, backup)
+            kept = log.keep(self.parent, item.rel, backup)
             kind: putback.Kind = "replaced" if kept else "added"
             log.entries.append(putback.Entry(kind, item.rel, backup if kept else None))
-        for rel in self._deletes:
-            log.entries.append(putback.Entry("deleted", rel, self._tmp_name()))
         log.write()
 
     def finish(self) -> None:
-        """Keep what was committed: drop the backups (and the directories its deletes left
-        empty)."""
+        """Keep what was committed: drop the backups."""
         if self._undo is not None and self._committed:
             with _translated("the kept copies", "remove", _PARTWAY):
-                self._undo.finish(self._parent)
-                for rel in self._deletes:
-                    self._prune(rel.rpartition("/")[0])
+                self._undo.finish()
         self._committed = False
 
     def put_back(self) -> None:
         """Every path as it was before the commit."""
         if self._undo is not None and self._committed:
             with _translated("the files it changed", "put back", _PARTWAY):
-                self._undo.put_back(self._parent)
+                self._undo.put_back(self.parent)
         self._committed = False
 
     def _moved(self, paths: list[str], expected: Mapping[str, StatKey]) -> list[str]:
@@ -288,13 +350,18 @@ class Transaction:
         place taken since staging began."""
         taken = []
         for item in self._staged:
-            if item.is_dir:
+            # A new directory's place may hold a file this transaction deletes (checked as a
+            # delete below), else nothing.
+            if item.is_dir and item.rel not in self._deleting:
                 with suppress(FileNotFoundError):
                     os.stat(item.name, dir_fd=item.dir_fd, follow_symlinks=False)
                     taken.append(item.rel)
         for path in paths:
-            # A file of a new directory is still absent while that directory's place is free.
+            # A file of a new directory is still absent while that directory's place is free;
+            # a directory a file replaces is checked through the deletes that empty it.
             if path not in expected and path.rpartition("/")[0] in self._inside:
+                continue
+            if path in self._emptying:
                 continue
             if self.current(path) != expected.get(path):
                 taken.append(path)
@@ -337,12 +404,10 @@ class Transaction:
         if self._undo is not None:
             # Set aside, not deleted, until the commit is finished or put back.
             backup = next(e.backup for e in self._undo.entries if e.rel == rel and e.backup)
-            with suppress(FileNotFoundError):
-                os.rename(name, backup, src_dir_fd=parent, dst_dir_fd=parent)
+            self._undo.set_aside(self.parent, rel, backup)
             return
         with suppress(FileNotFoundError):
             os.unlink(name, dir_fd=parent)
-        self._prune(rel.rpartition("/")[0])
 
     def _prune(self, rel_dir: str) -> None:
         """Remove directories a delete left empty, up to (not including) the root."""
@@ -378,6 +443,8 @@ class Transaction:
         """Discard what was staged and not committed, put back a commit that was kept and
         not finished, and close every descriptor."""
         self.put_back()
+        if self._undo is not None:
+            self._undo.close()
         for item in self._staged:
             with suppress(OSError):
                 if item.is_dir:
@@ -392,18 +459,6 @@ class Transaction:
 
 
 _NOT_A_FILE: StatKey = (-1, -1, -1)
-
-
-def _refuse_non_file(rel: str, name: str, parent: int) -> None:
-    """UnsafeLocalPath when something other than a regular file stands where `rel` goes."""
-    try:
-        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(st.st_mode):
-        raise UnsafeLocalPath(
-            f"{rel} is a symbolic link, a directory or a device here; fileconsul leaves it"
-        )
 
 
 def _umask() -> int:

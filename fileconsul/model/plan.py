@@ -8,6 +8,7 @@ reason; the commands raise it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -100,9 +101,10 @@ class Sides:
     #: The files under the prefix were deleted by another tool (not by a commit).
     gone: bool
 
-    def tracked(self, side: Side) -> int:
-        """How many files the side a plan changes holds: the base of its delete cap."""
-        return len(self.remote if side == "push" else self.local)
+    def changing(self, side: Side) -> Mapping[str, FileInfo]:
+        """The tree a plan changes on `side` (Consul's for a push, this node's for a pull):
+        the base of its delete cap."""
+        return self.remote if side == "push" else self.local
 
     def planned(self) -> Plan:
         return plan(self.local, self.base, self.remote)
@@ -173,12 +175,28 @@ class DeleteCap(NamedTuple):
 
 
 def delete_cap(
-    actions: Sequence[Action], tracked: int, *, side: Side, max_delete: int | None, force: bool
+    actions: Sequence[Action],
+    before: Mapping[str, FileInfo],
+    *,
+    side: Side,
+    max_delete: int | None,
+    force: bool,
 ) -> DeleteCap | None:
-    """The cap `actions` break, or None when they may go."""
-    deletes = sum(1 for a in actions if a.target is None)
+    """The cap `actions` break on the tree `before`, or None when they may go. A file deleted
+    where another with its content is added is a rename, not a loss: it does not count."""
+    added = Counter(a.target.hash for a in actions if a.target is not None and a.change == "added")
+    deletes = 0
+    for action in actions:
+        if action.target is not None:
+            continue
+        old = before.get(action.path)
+        if old is not None and added[old.hash] > 0:
+            added[old.hash] -= 1
+        else:
+            deletes += 1
     if force or deletes == 0:
         return None
+    tracked = len(before)
     allowed = max_delete if max_delete is not None else tracked // 2
     if deletes <= allowed:
         return None

@@ -9,7 +9,8 @@ aside), or to another tool (taken, to be adopted by the next push).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -182,6 +183,7 @@ def from_entries(
     that has not committed). `modes` are the facts a lost history's last manifest kept: a
     value with the hash it listed takes its mode."""
     files, unsafe = split_keys(prefix, entries)
+    unsafe += _clashing(prefix, files, committed)
     notes = list(warnings)
     legacy_index = 0
     dead_push = None
@@ -222,6 +224,36 @@ def from_entries(
         unknown=unknown,
         orphaned=orphaned,
     )
+
+
+def clashes(paths: Iterable[str]) -> list[tuple[str, str]]:
+    """(file, file below it) for each path that is also the directory of another: a tree
+    that cannot be a directory on any disk."""
+    ordered = sorted(paths)
+    found = []
+    for path in ordered:
+        below = path + "/"
+        at = bisect.bisect_left(ordered, below)
+        while at < len(ordered) and ordered[at].startswith(below):
+            found.append((path, ordered[at]))
+            at += 1
+    return found
+
+
+def _clashing(
+    prefix: str, files: dict[str, KVEntry], committed: Mapping[str, FileInfo]
+) -> tuple[tuple[str, str], ...]:
+    """Take out of `files` the keys of each file that is also another's directory (another
+    tool wrote them: a commit never holds both): the one not committed, or both when neither
+    or both are. Their (key, reason)."""
+    doomed: dict[str, str] = {}
+    for outer, inner in clashes(files):
+        reason = f"{outer} and {inner} are both keys: a file cannot also be a directory"
+        for path in [p for p in (outer, inner) if p not in committed] or [outer, inner]:
+            doomed.setdefault(path, reason)
+    for path in doomed:
+        del files[path]
+    return tuple((f"{prefix}/{path}", why) for path, why in sorted(doomed.items()))
 
 
 def split_keys(

@@ -1,12 +1,16 @@
 """Generic helpers for sending work in batches: packing items into groups under a count and a
-weight limit, and running work with a few items in flight at once."""
+weight limit, running work with a few items in flight at once, and handing work to a thread
+pool so that an interrupt never leaves a worker the pool does not know of."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from types import FrameType
+from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -39,7 +43,7 @@ def in_flight(
         pending: deque[Future[_R]] = deque()
         try:
             for item in items:
-                pending.append(pool.submit(work, item))
+                pending.append(submit(pool, work, item))
                 if len(pending) >= depth:
                     yield pending.popleft().result()
             while pending:
@@ -47,3 +51,25 @@ def in_flight(
         finally:
             for future in pending:
                 future.cancel()
+
+
+def submit(pool: ThreadPoolExecutor, work: Callable[..., _R], *args: Any) -> Future[_R]:
+    """`pool.submit(work, *args)`, with SIGINT and SIGTERM held until it returns. A Ctrl-C
+    landing inside `submit`, after the pool started a thread and before it noted it, leaves a
+    worker that the pool's shutdown does not join, and that goes on after the command cleaned
+    up; held, the signal is raised again at once after."""
+    if threading.current_thread() is not threading.main_thread():
+        return pool.submit(work, *args)
+    held: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return pool.submit(work, *args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in held:
+            signal.raise_signal(signum)

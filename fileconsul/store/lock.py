@@ -15,9 +15,10 @@ from fileconsul.errors import LockHeld
 from fileconsul.store.client import ConsulClient
 from fileconsul.store.layout import lock_key
 
-#: Seconds of a push session's TTL: Consul ends the session of a pusher that died (and so
-#: frees the lock) within twice this, its grace period included.
-LOCK_TTL = 15
+#: Seconds of a push session's TTL, Consul's least: Consul ends the session of a pusher that
+#: died (and so frees the lock) twice this after its last renewal, 20 s, well within the
+#: default --lock-wait of 30 s. It is renewed every third of it while the push writes.
+LOCK_TTL = 10
 
 
 @dataclass

@@ -9,13 +9,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from fileconsul.errors import ConflictError
+from fileconsul.errors import ConflictError, InvalidInput
 from fileconsul.model import records
 from fileconsul.model.facts import FileInfo, Files, content_hash, update
 from fileconsul.model.manifest import digest, encode
 from fileconsul.model.plan import Action
 from fileconsul.model.records import Author, Change, Commit, Head
-from fileconsul.model.tree import RemoteTree
+from fileconsul.model.tree import RemoteTree, clashes
 from fileconsul.store.batching import batches
 from fileconsul.store.client import TXN_MAX_OPS, ConsulClient
 from fileconsul.store.layout import blob_key, content_key, file_key, log_key, manifest_key
@@ -132,6 +132,13 @@ def prepare(
     bytes are `contents[path]`, else read from `source` as they are sent."""
     prefix = tree.prefix
     after = files_after(tree.files, actions)
+    clashing = clashes(after)
+    if clashing:
+        outer, inner = clashing[0]
+        raise InvalidInput(
+            f"refusing to commit a tree where {outer} is a file and a directory (of {inner}); "
+            "nothing was pushed (remove one of them in Consul)"
+        )
     changed = {a.path for a in actions}
     files = [
         write_of(file_key(prefix, a.path), a.target, contents.get(a.path), a.path) for a in actions

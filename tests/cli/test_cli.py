@@ -125,13 +125,16 @@ def test_exit_130_when_interrupted(node: Node, kv: KV, agent: Agent) -> None:
                 node.prefix,
                 "--basepath",
                 str(node.root),
+                "--lock-wait",
+                "20",
             ],
             stderr=subprocess.PIPE,
             text=True,
         )
         time.sleep(1.5)
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
+        # At once, though the read it interrupts waits up to --lock-wait for the held lock.
+        _, stderr = proc.communicate(timeout=3)
         assert proc.returncode == 130
         assert "interrupted" in stderr
         assert "Traceback" not in stderr

@@ -3,6 +3,7 @@ README's exit-code table, links, the Dockerfile, the wheel, and the demo."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -96,6 +97,16 @@ def test_the_dockerfile_passes_hadolint_and_installs_this_version() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert f"ARG VERSION={version}\n" in (ROOT / "Dockerfile").read_text()
+
+
+def test_the_image_carries_no_wheels_layer_and_its_script_is_named() -> None:
+    """The final stage copies the installed files only (a wheels layer copied, then deleted,
+    stays in the image); scripts/image builds it and runs a push and a pull in it."""
+    final = (ROOT / "Dockerfile").read_text().rpartition("\nFROM ")[2]
+    assert "/wheels" not in final
+    assert "COPY --from=build /install /" in final
+    assert "scripts/image" in README
+    assert os.access(ROOT / "scripts" / "image", os.X_OK)
 
 
 def test_the_wheel_builds_with_the_console_script(tmp_path: Path) -> None:

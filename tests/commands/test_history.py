@@ -330,3 +330,183 @@ def test_log_and_show_say_who_when_why_and_what(node: Node, monkeypatch: Any) ->
     assert node.run("show", "3").exit_code == 2
     assert node.run("log").exit_code == 0
     assert Path(node.root / "a").read_text() == "2"
+
+
+def delete_key(kv: KV, key: str) -> None:
+    import httpx
+
+    assert httpx.delete(f"{kv.url}/v1/kv/{key}").json() is True
+
+
+def test_a_deleted_head_never_makes_a_new_history_undo_the_old_one(make_node: Any, kv: KV) -> None:
+    a, b, c = make_node("a"), make_node("b"), make_node("c")
+    for i in range(6):
+        a.write(f"f{i}", f"first {i}\n")
+    assert a.run("push").exit_code == 0
+    a.write("f1", "second\n")
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    files = kv.files(a.prefix)
+    delete_key(kv, f"{a.prefix}.fileconsul/head")
+    for node, command in ((a, "push"), (b, "pull"), (b, "status")):
+        result = node.run(command)
+        assert result.exit_code == 7, (command, result.output)
+        assert "the head of" in result.stderr + result.stdout
+        assert "revisions 1 to 2 of its history remain" in result.stderr + result.stdout
+    assert kv.files(a.prefix) == files
+    assert b.files() == files
+    a.write("f2", "third\n")
+    result = a.run("push", "--new-history")
+    assert result.exit_code == 0, result.output
+    head = kv.head(a.prefix)
+    assert (head["revision"], head["since"], head["oldest"]) == (3, 3, 3)
+    assert kv.files(a.prefix) == {**files, "f2": b"third\n"}
+    meta = kv.meta(a.prefix)
+    assert not [k for k in meta if "/log/000000000" in k and not k.endswith("3")]
+    for node in (b, c):
+        assert node.run("pull").exit_code == 0
+        assert node.files() == {**files, "f2": b"third\n"}
+    log = json.loads(a.run("log", "--json").stdout)
+    assert [r["revision"] for r in log["revisions"]] == [3]
+    assert a.run("push", "--new-history").exit_code == 2
+
+
+def test_a_corrupt_or_truncated_record_is_exit_7_naming_it_and_log_lists_the_others(
+    node: Node, kv: KV
+) -> None:
+    for i in range(3):
+        node.write("f", f"{i}\n")
+        assert node.run("push").exit_code == 0
+    key = f"{node.prefix}.fileconsul/log/0000000002"
+    kv.txn_set({key: kv.meta(node.prefix)[key]["value"][:20]})
+    for args in (("show", "2"), ("diff", "1"), ("rollback", "1"), ("show", "2", "--patch")):
+        result = node.run(*args)
+        assert result.exit_code == 7, (args, result.output)
+        assert key in result.stderr
+        assert "internal error" not in result.stderr
+    log = node.run("log")
+    assert log.exit_code == 7
+    assert "r3  " in log.stdout
+    assert "r1  " in log.stdout
+    assert "r2  (unreadable)" in log.stdout
+    assert key in log.stderr
+
+
+def test_a_corrupt_kept_content_is_said_to_be_corrupt(node: Node, kv: KV) -> None:
+    node.write("f", "old\n")
+    assert node.run("push").exit_code == 0
+    node.write("f", "new\n")
+    assert node.run("push").exit_code == 0
+    (blob,) = [k for k in kv.meta(node.prefix) if "/blobs/0000000002/" in k]
+    kv.txn_set({blob: b"tampered\n"})
+    result = node.run("diff", "1", "2")
+    assert result.exit_code == 1
+    assert "is corrupt in Consul" in result.stdout
+    assert "no longer kept" not in result.stdout
+    rollback = node.run("rollback", "1")
+    assert rollback.exit_code == 7
+    assert "corrupt" in rollback.stderr
+
+
+def test_a_corrupt_head_is_exit_7_and_suggests_nothing_that_loses_data(node: Node, kv: KV) -> None:
+    node.write("f", "1\n")
+    assert node.run("push").exit_code == 0
+    key = f"{node.prefix}.fileconsul/head"
+    kv.txn_set({key: b"{not json"}, flags=xxhash.xxh3_64_intdigest(b"{not json"))
+    for command in ("status", "pull", "push", "log"):
+        result = node.run(command)
+        assert result.exit_code == 7, (command, result.output)
+        assert "is corrupt" in result.stderr
+        assert "remove it" not in result.stderr
+
+
+def test_diff_refuses_a_revision_above_the_head_either_way(node: Node) -> None:
+    for i in range(3):
+        node.write("f", f"{i}\n")
+        assert node.run("push", "--keep", "2").exit_code == 0
+    gone = node.run("diff", "1", "3")
+    assert gone.exit_code == 5
+    assert "revision 1 is no longer kept, so it cannot be compared" in gone.stderr
+    for args in (("200", "2"), ("2", "200"), ("200",)):
+        result = node.run("diff", *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "there is no revision 200" in result.stderr
+        assert "cannot be compared" in result.stderr
+        assert result.stdout == ""
+
+
+def test_diff_paths_are_resolved_into_the_basepath_and_unknown_ones_refused(
+    make_node: Any, monkeypatch: Any, tmp_path: Path
+) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("k", "1\n")
+    a.write("sub/s", "1\n")
+    assert a.run("push").exit_code == 0
+    assert b.run("pull").exit_code == 0
+    b.write("k", "changed here\n")
+    monkeypatch.chdir(b.root / "sub")
+    up = b.run("diff", "../k")
+    assert up.exit_code == 1
+    assert "a/k\t" in up.stdout
+    assert b.run("diff", str(b.root / "k")).exit_code == 1
+    assert b.run("diff", "s").exit_code == 0  # sub/s, unchanged
+    for path in ("nothing-here", str(tmp_path), "../../elsewhere"):
+        result = b.run("diff", path)
+        assert result.exit_code == 2, (path, result.output)
+
+
+def test_a_rollback_to_the_heads_own_tree_commits_nothing(node: Node, kv: KV) -> None:
+    node.write("f", "1\n")
+    assert node.run("push").exit_code == 0
+    node.write("g", "2\n")
+    assert node.run("push").exit_code == 0
+    assert node.run("rollback", "1").exit_code == 0
+    head = kv.head(node.prefix)["revision"]
+    dry, real = node.run("rollback", "1", "--dry-run"), node.run("rollback", "1")
+    assert dry.exit_code == real.exit_code == 0
+    assert dry.stdout == real.stdout
+    assert "Nothing to roll back" in real.stdout
+    assert kv.head(node.prefix)["revision"] == head
+    data = json.loads(node.run("rollback", "1", "--json").stdout)
+    assert (data["command"], data["committed"]) == ("rollback", False)
+
+
+def test_a_corrupt_manifest_keeps_new_nodes_modes_and_the_next_push_writes_it_again(
+    make_node: Any, kv: KV
+) -> None:
+    a = make_node("a")
+    a.write("run.sh", "#!/bin/sh\n", mode=0o755)
+    a.write("conf", "c\n")
+    assert a.run("push").exit_code == 0
+    key = f"{a.prefix}.fileconsul/manifests/0000000001"
+    kv.txn_set({key: b"\x78\x9c truncated"})
+    fresh = make_node("fresh")
+    result = fresh.run("pull")
+    assert result.exit_code == 0, result.output
+    assert "rebuilt" in result.stderr
+    assert stat.S_IMODE((fresh.root / "run.sh").stat().st_mode) == 0o755
+    push = a.run("push")
+    assert push.exit_code == 0, push.output
+    assert "write again the manifest of revision 1" in push.stdout
+    later = make_node("later")
+    result = later.run("pull")
+    assert result.exit_code == 0
+    assert "corrupt" not in result.stderr
+    assert stat.S_IMODE((later.root / "run.sh").stat().st_mode) == 0o755
+
+
+def test_a_corrupt_manifest_the_records_cannot_rebuild_is_refused_on_a_new_node(
+    make_node: Any, kv: KV
+) -> None:
+    a = make_node("a")
+    a.write("run.sh", "#!/bin/sh\n", mode=0o755)
+    a.write("conf", "c\n")
+    assert a.run("push", "--keep", "1").exit_code == 0
+    a.write("conf", "c2\n")
+    assert a.run("push").exit_code == 0  # r1's record, the one that set the mode, falls out
+    kv.txn_set({f"{a.prefix}.fileconsul/manifests/0000000002": b"\x78\x9c truncated"})
+    fresh = make_node("fresh")
+    result = fresh.run("pull")
+    assert result.exit_code == 7, result.output
+    assert "cannot be known on this node" in result.stderr
+    assert fresh.files() == {}

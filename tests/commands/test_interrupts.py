@@ -59,6 +59,24 @@ def test_ctrl_c_while_a_pull_stages_leaves_the_tree_as_it_was(
     assert len(runs(log)[0]) == 200
 
 
+def test_ctrl_c_inside_the_pools_submit_never_leaves_a_worker_staging(
+    make_node: Any, kv: KV
+) -> None:
+    # A Ctrl-C landing inside the thread pool's submit, after it started a worker and before
+    # it noted it, left a worker that went on staging after the pull had cleaned up.
+    a, b, second = two_versions(make_node, 200)
+    # A write by another tool: the pull reads every value first, and stages from memory.
+    kv.put(f"{a.prefix}/by-hand", b"h\n")
+    second["by-hand"] = b"h\n"
+    before = b.files()
+    result = with_fault(b, "interrupt-in-submit", "pull")
+    assert result.returncode == 130, result.stderr
+    assert b.files() == before
+    assert not [p for p in b.root.rglob("*") if ".fileconsul-tmp-" in p.name]
+    assert b.run("pull").exit_code == 0
+    assert b.files() == second
+
+
 def test_ctrl_c_once_renaming_began_finishes_the_pull_and_its_hook_gets_it_later(
     make_node: Any, tmp_path: Path
 ) -> None:

@@ -12,7 +12,7 @@ import pytest
 import xxhash
 
 from tests.conftest import KV, Node, RecordingTransport, library_run
-from tests.processes import wait_until
+from tests.processes import fileconsul_args, wait_until
 
 UNSAFE_SUFFIXES = [
     "../escape",
@@ -294,3 +294,34 @@ def test_new_directories_are_renamed_in_whole_with_their_modes(make_node: Any, k
     for rel in ("old/new/x", "fresh/one/two/y", "z"):
         assert (b.root / rel).stat().st_mode & 0o777 == (a.root / rel).stat().st_mode & 0o777
     assert not [p for p in b.root.rglob("*") if ".fileconsul-tmp-" in p.name]
+
+
+def test_a_zlib_bomb_in_the_history_costs_no_memory_and_is_corrupt(make_node: Any, kv: KV) -> None:
+    import zlib
+
+    a = make_node("a")
+    a.write("f", "1\n")
+    assert a.run("push").exit_code == 0
+    a.write("f", "2\n")
+    assert a.run("push").exit_code == 0
+    # About 390 KB, one value, made a piece at a time: a child process forked from a test
+    # that held 400 MB would count them in its peak.
+    deflate = zlib.compressobj(9)
+    bomb = deflate.compress(b"[") + b"".join(deflate.compress(b" " * 1_000_000) for _ in range(400))
+    bomb += deflate.flush()
+    meta = f"{a.prefix}.fileconsul"
+    kv.put(f"{meta}/manifests/0000000002", bomb)
+    kv.put(f"{meta}/log/0000000002", bomb)
+    fresh = make_node("fresh")
+    for node, command, code in ((a, "log", 7), (fresh, "pull", 7), (fresh, "status", 7)):
+        process = subprocess.Popen(
+            fileconsul_args(node, command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        assert process.stderr is not None
+        with process.stderr:
+            err = process.stderr.read().decode()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        assert process.returncode == code, (command, err)
+        assert "decompresses past" in err or "corrupt" in err
+        assert usage.ru_maxrss < 150 * 1024, command  # kilobytes

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import KV, Node
 from tests.consul_agent import Agent
-from tests.processes import RecordingProxy, background, fileconsul_args, wait_until
+from tests.processes import RecordingProxy, background, fileconsul_args, wait_until, with_fault
 
 
 def hook_script(tmp_path: Path) -> tuple[str, Path]:
@@ -420,3 +420,38 @@ def test_watch_push_reports_a_conflict_and_never_forces_it(make_node: Any, kv: K
         assert watcher.process.poll() is None
     assert kv.files(a.prefix)["f"] == b"edited on b"
     assert a.read("f") == b"edited on a"
+
+
+def test_writes_by_another_tool_reach_a_watcher_at_once(make_node: Any, kv: KV) -> None:
+    a, b = make_node("a"), make_node("b")
+    a.write("seed", "s\n")
+    assert a.run("push").exit_code == 0
+    with background(fileconsul_args(b, "watch", "--no-report")):
+        wait_until(lambda: (b.root / "seed").exists(), what="the first apply")
+        for i in range(20):
+            kv.put(f"{a.prefix}/etc/foreign-{i}.conf", f"written by hand {i}\n".encode())
+            wait_until(
+                lambda i=i: (b.root / f"etc/foreign-{i}.conf").exists(),  # type: ignore[misc]
+                5,
+                f"foreign write {i}",
+            )
+        assert b.read("etc/foreign-19.conf") == b"written by hand 19\n"
+
+
+def test_a_watcher_never_applies_a_push_that_died_before_its_head(make_node: Any, kv: KV) -> None:
+    a, b = make_node("a"), make_node("b")
+    first = {f"d/f{i:03}": f"first {i}\n".encode() for i in range(150)}
+    for rel, data in first.items():
+        a.write(rel, data)
+    assert a.run("push").exit_code == 0
+    with background(fileconsul_args(b, "watch", "--no-report")) as watcher:
+        wait_until(lambda: b.files() == first, what="the first revision")
+        for rel in first:
+            a.write(rel, b"second\n")
+        assert with_fault(a, "kill:3", "push").returncode == -signal.SIGKILL
+        wait_until(lambda: "never committed" in watcher.output(), 10, "the dead push noticed")
+        assert b.files() == first
+        a.write("d/f000", "third\n")
+        assert a.run("push").exit_code == 0
+        wait_until(lambda: b.read("d/f000") == b"third\n", what="the next push")
+        assert b.read("d/f001") == b"second\n"

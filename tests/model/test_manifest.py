@@ -1,10 +1,14 @@
+"""The manifest's codec and digest, and what a value may unpack to."""
+
 from __future__ import annotations
 
 import os
+import zlib
 
 import pytest
 
 from fileconsul.errors import InvalidInput
+from fileconsul.model import manifest
 from fileconsul.model.facts import FileInfo, content_hash
 from fileconsul.model.manifest import NewerFormat, decode, digest, digest_after, encode, pack
 
@@ -64,3 +68,24 @@ def test_the_digest_follows_changes_and_tells_trees_apart() -> None:
     assert digest(before) != digest(after)
     moved = {**before, path: before[path]._replace(mode=0o700)}
     assert digest(moved) != digest(before)
+
+
+def test_a_zlib_bomb_is_a_corrupt_value_not_a_gigabyte() -> None:
+    deflate = zlib.compressobj(9)
+    bomb = deflate.compress(b'{"format": "fileconsul/2", "paths": [')
+    bomb += b"".join(deflate.compress(b" " * 1_000_000) for _ in range(100)) + deflate.flush()
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ValueError, match="decompresses past"):
+        manifest.unpack(bomb, "manifest")
+    with pytest.raises(ValueError, match="decompresses past"):
+        manifest.decode(bomb, 1, files=10)
+    assert manifest.unpack_limit(len(bomb)) <= manifest.MAX_UNPACKED
+    assert manifest.unpack_limit(len(bomb), rows=10) < 2_000_000
+
+
+def test_an_honest_manifest_of_long_similar_paths_is_within_its_limit() -> None:
+    files = {
+        "x" * 4000 + f"{i:06}": FileInfo(content_hash(str(i).encode()), 1) for i in range(1000)
+    }
+    value = encode(files, 1, max_size=1 << 30)
+    assert decode(value, 1, files=len(files)) == files

@@ -50,16 +50,30 @@ def test_force_takes_the_local_side_on_push_and_the_remote_side_on_pull() -> Non
     assert p.pulls(force=True)[0].target == _named("f", "theirs")["f"]
 
 
+def _tree(count: int) -> dict[str, FileInfo]:
+    return {f"f{i}": _named(f"f{i}", str(i))[f"f{i}"] for i in range(count)}
+
+
 def test_delete_cap_refuses_more_than_half_unless_allowed() -> None:
     deletes = [Action(f"f{i}", "deleted", None) for i in range(3)]
-    cap = delete_cap(deletes, 5, side="push", max_delete=None, force=False)
+    cap = delete_cap(deletes, _tree(5), side="push", max_delete=None, force=False)
     assert cap is not None
     assert cap.reason == "refusing to delete 3 of 5 files in Consul"
     assert "--max-delete 3 or --force" in cap.message
-    assert delete_cap(deletes, 6, side="push", max_delete=None, force=False) is None
-    assert delete_cap(deletes, 5, side="push", max_delete=3, force=False) is None
-    assert delete_cap(deletes, 5, side="push", max_delete=None, force=True) is None
-    assert delete_cap(deletes, 100, side="pull", max_delete=2, force=False) is not None
+    assert delete_cap(deletes, _tree(6), side="push", max_delete=None, force=False) is None
+    assert delete_cap(deletes, _tree(5), side="push", max_delete=3, force=False) is None
+    assert delete_cap(deletes, _tree(5), side="push", max_delete=None, force=True) is None
+    assert delete_cap(deletes, _tree(100), side="pull", max_delete=2, force=False) is not None
+
+
+def test_a_rename_is_not_a_delete_for_the_cap() -> None:
+    before = _tree(1)
+    renamed = [Action("f0", "deleted", None), Action("g0", "added", before["f0"])]
+    assert delete_cap(renamed, before, side="pull", max_delete=None, force=False) is None
+    replaced = [Action("f0", "deleted", None), Action("g0", "added", _named("g0", "x")["g0"])]
+    cap = delete_cap(replaced, before, side="pull", max_delete=None, force=False)
+    assert cap is not None
+    assert cap.reason == "refusing to delete 1 of 1 files locally"
 
 
 def test_only_files_over_the_limit_are_oversized() -> None:

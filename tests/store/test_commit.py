@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from typing import Any
 
 import httpx
@@ -291,3 +292,49 @@ def test_a_value_at_the_limit_round_trips_and_one_byte_more_is_refused_whole(
     assert result.exit_code == 5
     assert "files over Consul's 524288-byte value limit: too-big is 524289 bytes" in result.stderr
     assert kv.tree(a.prefix) == before
+
+
+def test_a_push_killed_before_its_head_with_a_large_replaced_value_is_undone(
+    make_node: Any, kv: KV
+) -> None:
+    a, c = make_node("a"), make_node("c")
+    committed = {
+        "big": os.urandom(450_000),
+        **{f"s/{i:02}": f"small {i}\n".encode() for i in range(70)},
+    }
+    for rel, data in committed.items():
+        a.write(rel, data)
+    assert a.run("push").exit_code == 0
+    assert c.run("pull").exit_code == 0
+    for rel in committed:
+        a.write(rel, os.urandom(450_000) if rel == "big" else b"changed\n")
+    killed = with_fault(a, "kill-before-head", "push")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert kv.files(a.prefix)["big"] != committed["big"]  # raw readers see the dead push
+    c.write("from-c", "c\n")
+    result = c.run("push")
+    assert result.exit_code == 0, result.output
+    assert kv.files(a.prefix) == {**committed, "from-c": b"c\n"}
+    assert kv.head(a.prefix)["revision"] == 2
+
+
+def test_a_push_after_a_pusher_died_holding_the_lock_goes_within_the_default_wait(
+    make_node: Any, kv: KV
+) -> None:
+    a, c = make_node("a"), make_node("c")
+    a.write("seed", "s\n")
+    assert a.run("push").exit_code == 0
+    assert c.run("pull").exit_code == 0
+    for i in range(200):
+        a.write(f"d/f{i:03}", f"a {i}\n")
+    # Its session is left to Consul: it ends at most twice its TTL after the last renewal.
+    killed = with_fault(a, "kill:2", "push", end_sessions=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    died = time.monotonic()
+    c.write("from-c", "c\n")
+    result = c.run("push")  # the default --lock-wait, 30 s
+    assert result.exit_code == 0, result.output
+    # The lock is free 20 s (twice the session's TTL) after the dead pusher's last renewal:
+    # a margin under the default wait, not a race with it.
+    assert time.monotonic() - died < 25
+    assert kv.files(a.prefix)["from-c"] == b"c\n"
