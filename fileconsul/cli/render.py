@@ -211,16 +211,23 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
+def halt_line(fleet: Fleet) -> str:
+    """The head's halt in one sentence (there must be one)."""
+    halt = fleet.halt
+    assert halt is not None
+    applied = fleet.applied_before_halt
+    return (
+        f"Revision {halt.revision} is HALTED: {halt.node} stopped it at {_when(halt.time)} "
+        f"({halt.reason}); {applied} {'node' if applied == 1 else 'nodes'} applied it "
+        "before it stopped. A newer revision (a fix, or a rollback) or `fileconsul resume` "
+        "lifts the halt."
+    )
+
+
 def fleet_text(fleet: Fleet) -> str:
     lines = []
-    halt = fleet.halt
-    if halt is not None:
-        applied = fleet.applied_before_halt
-        lines.append(
-            f"Revision {halt.revision} is HALTED: {halt.node} stopped it at {_when(halt.time)} "
-            f"({halt.reason}); {applied} {'node' if applied == 1 else 'nodes'} applied it "
-            "before it stopped. A newer revision (a fix, or a rollback) lifts the halt."
-        )
+    if fleet.halt is not None:
+        lines.append(halt_line(fleet))
     if not fleet.nodes:
         return "\n".join([*lines, f"Revision {fleet.revision}; no node has reported yet."])
     lines.append(f"Revision {fleet.revision}:")

@@ -119,6 +119,9 @@ class _Wake:
     backoff: float = 0.0
     #: A revision this node's --check rejected: it waits for the next one.
     rejected: int | None = None
+    #: The halt this node holds back from: the head and the halt are watched together, so
+    #: that a resume wakes it as a commit does.
+    held_by: rollout.Halt | None = None
 
 
 def watch(
@@ -206,6 +209,7 @@ def _deliver(
         _start_over(wake, _back_off(wake.backoff, options, stopper, tell, delivery.error))
         return None
     wake.pending, wake.others = False, False
+    wake.held_by = delivery.halt if delivery.outcome and delivery.outcome.held else None
     return None
 
 
@@ -291,6 +295,9 @@ def _listing(ctx: Context) -> int:
 
 def _block(ctx: Context, options: WatchOptions, stopper: Stopper, wake: _Wake) -> None:
     """One blocking query on the listing; what it found is marked pending."""
+    if wake.held_by is not None:
+        _block_halted(ctx, options, stopper, wake)
+        return
     index = wake.index or 1
     _, new_index = ctx.client.keys(
         ctx.prefix + "/", separator="/", index=index, wait=options.wait, stale=ctx.stale
@@ -303,6 +310,22 @@ def _block(ctx: Context, options: WatchOptions, stopper: Stopper, wake: _Wake) -
     wake.index, wake.pending = max(new_index, 1), True
     stopper.sleep(max(0.0, wake.last_wake + options.min_interval - time.monotonic()))
     wake.head, wake.others = _after(ctx, options, new_index)
+
+
+def _block_halted(ctx: Context, options: WatchOptions, stopper: Stopper, wake: _Wake) -> None:
+    """Held back by a halt, nothing under the prefix can be applied until a commit moves the
+    head or the halt is lifted: one blocking query on the head and the halt together, so
+    that a resume wakes the watcher as a commit does."""
+    assert wake.held_by is not None
+    found = rollout.still_halted(ctx.client, ctx.prefix, wake.held_by, stale=ctx.stale)
+    if found is not None:
+        moved = rollout.wait_on_halt(ctx.client, ctx.prefix, found, options.wait, stale=ctx.stale)
+        wake.backoff = 0.0
+        if moved == found:
+            return
+    # Lifted, replaced, or a commit: read afresh from the listing, and look at everything.
+    wake.held_by, wake.index, wake.head, wake.pending, wake.others = None, None, None, True, True
+    stopper.sleep(max(0.0, wake.last_wake + options.min_interval - time.monotonic()))
 
 
 def _after(ctx: Context, options: WatchOptions, listing: int) -> tuple[Head | None, bool]:
