@@ -201,6 +201,8 @@ def fleet_json(prefix: str, fleet: Fleet) -> dict[str, Any]:
                 "hook_exit": n.report.hook_exit,
                 "check_exit": n.report.check_exit,
                 "output": n.report.output,
+                "drifted": list(n.report.drifted),
+                "drift_count": n.report.drift_count,
             }
             for n in fleet.nodes
         ],
@@ -224,6 +226,12 @@ def halt_line(fleet: Fleet) -> str:
     )
 
 
+def drift_text(paths: Sequence[str], count: int) -> str:
+    shown = ", ".join(paths[:5])
+    more = f" and {count - min(len(paths), 5)} more" if count > min(len(paths), 5) else ""
+    return f"changed here by hand: {shown}{more}"
+
+
 def fleet_text(fleet: Fleet) -> str:
     lines = []
     if fleet.halt is not None:
@@ -236,6 +244,8 @@ def fleet_text(fleet: Fleet) -> str:
         detail = f" ({report.message})" if report.message else ""
         hook = f", hook exit {report.hook_exit}" if report.hook_exit else ""
         check = f", check exit {report.check_exit}" if report.check_exit else ""
+        if report.drift_count:
+            detail += f" ({drift_text(report.drifted, report.drift_count)})"
         lines.append(
             f"    {n.state + ':':<{_WIDTH}} {report.node} at revision {report.revision}, "
             f"{_when(report.time)}{check}{hook}{detail}"

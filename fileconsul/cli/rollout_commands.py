@@ -34,7 +34,8 @@ def halt(ctx: click.Context, reason: str, node: str | None) -> None:
     """
     with open_run(ctx, local=False) as (run, out):
         why = reason or f"halted by {current_user()}"
-        made = rollout.halt_head(run.client, run.prefix, run.client.node_name(node), why, reports.now())
+        name = run.client.node_name(node)
+        made = rollout.halt_head(run.client, run.prefix, name, why, reports.now())
         fleet = reports.read(run.client, run.prefix)
     if made is None:
         out.out(f"{render.halt_line(fleet)} Nothing was changed.")

@@ -15,7 +15,9 @@ from fileconsul.store.layout import nodes_prefix
 from fileconsul.store.read import read_head
 
 Result = Literal["ok", "conflict", "error", "rejected", "halted", "skipped"]
-NodeState = Literal["current", "lagging", "failed", "rejected", "halted"]
+NodeState = Literal["current", "lagging", "failed", "rejected", "halted", "drifted"]
+#: Drifted paths a report names, at most (it counts them all).
+DRIFT_LISTED = 50
 
 
 @dataclass(frozen=True)
@@ -31,14 +33,18 @@ class Report:
     #: When --check rejected the revision: its exit status and the last lines it printed.
     check_exit: int | None = None
     output: str = ""
+    #: Managed files changed here by hand (drift): the first paths, and how many in all.
+    drifted: tuple[str, ...] = ()
+    drift_count: int = 0
 
     def same_state(self, other: Report) -> bool:
         """Equal but for the time: rewriting it would only add Raft writes."""
-        return (self.revision, self.result, self.message, self.hook_exit) == (
+        return (self.revision, self.result, self.message, self.hook_exit, self.drifted) == (
             other.revision,
             other.result,
             other.message,
             other.hook_exit,
+            other.drifted,
         )
 
 
@@ -104,10 +110,14 @@ def read(client: ConsulClient, prefix: str) -> Fleet:
 
 
 def _state(report: Report, revision: int) -> NodeState:
+    # The first that holds, most urgent first; a node refusing an unsigned head ("untrusted")
+    # will come first once revisions are signed.
     if report.result in ("rejected", "halted"):
         return report.result
     if report.result != "ok":
         return "failed"
+    if report.drift_count:
+        return "drifted"
     return "current" if report.revision >= revision else "lagging"
 
 
@@ -119,6 +129,8 @@ def read_one(client: ConsulClient, prefix: str, node: str) -> Report | None:
 def _parse(node: str, value: bytes) -> Report:
     try:
         data: dict[str, Any] = json.loads(value)
-        return Report(**{k: data[k] for k in Report.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in Report.__dataclass_fields__ if k in data}
+        fields["drifted"] = tuple(map(str, fields.get("drifted") or ()))
+        return Report(**fields)
     except (ValueError, TypeError):
         return Report(node, 0, 0.0, "error", "unreadable report")

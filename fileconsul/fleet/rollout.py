@@ -202,9 +202,7 @@ def still_halted(client: ConsulClient, prefix: str, held: Halt, *, stale: bool) 
     return index if found == held else None
 
 
-def wait_on_halt(
-    client: ConsulClient, prefix: str, index: int, wait: float, *, stale: bool
-) -> int:
+def wait_on_halt(client: ConsulClient, prefix: str, index: int, wait: float, *, stale: bool) -> int:
     """Block until the head or the halt moves (a commit, a resume, a new halt); the new index."""
     _, new_index = client.recurse(head_and_halt_prefix(prefix), index=index, wait=wait, stale=stale)
     return new_index

@@ -11,9 +11,7 @@ from tests.conftest import KV
 from tests.processes import background, fileconsul_args, wait_until
 
 
-def test_halt_holds_a_watcher_back_and_resume_lets_it_apply_at_once(
-    make_node: Any, kv: KV
-) -> None:
+def test_halt_holds_a_watcher_back_and_resume_lets_it_apply_at_once(make_node: Any, kv: KV) -> None:
     a, b = make_node("a"), make_node("b")
     a.write("conf", "one\n")
     assert a.run("push", "--no-report").exit_code == 0
