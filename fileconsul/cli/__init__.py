@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import sys
 
-from fileconsul.cli import history_commands, rollout_commands, sync_commands, watch_command
+from fileconsul.cli import (
+    history_commands,
+    rollout_commands,
+    sync_commands,
+    ui_command,
+    watch_command,
+)
 from fileconsul.cli.base import cli
 
 __all__ = [
@@ -14,6 +20,7 @@ __all__ = [
     "main",
     "rollout_commands",
     "sync_commands",
+    "ui_command",
     "watch_command",
 ]
 

@@ -181,6 +181,7 @@ def fleet_json(prefix: str, fleet: Fleet) -> dict[str, Any]:
         "prefix": prefix,
         "revision": fleet.revision,
         "all_current": fleet.all_current,
+        "counts": dict(Counter(n.state for n in fleet.nodes)),
         "halt": None
         if halt is None
         else {
@@ -195,6 +196,7 @@ def fleet_json(prefix: str, fleet: Fleet) -> dict[str, Any]:
                 "node": n.report.node,
                 "state": n.state,
                 "revision": n.report.revision,
+                "behind": max(0, fleet.revision - n.report.revision),
                 "result": n.report.result,
                 "time": n.report.time,
                 "message": n.report.message,

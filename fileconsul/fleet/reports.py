@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from fileconsul.errors import FileconsulError
 from fileconsul.fleet.rollout import Halt, halted
+from fileconsul.model.tree import KVEntry
 from fileconsul.store.client import ConsulClient
 from fileconsul.store.layout import nodes_prefix
 from fileconsul.store.read import read_head
@@ -100,13 +101,17 @@ def read(client: ConsulClient, prefix: str) -> Fleet:
     head = read_head(client, prefix)
     revision = head.revision if head else 0
     entries, _ = client.recurse(nodes_prefix(prefix))
+    return fleet_of(prefix, revision, entries, halted(client, prefix, revision))
+
+
+def fleet_of(prefix: str, revision: int, entries: list[KVEntry], halt: Halt | None) -> Fleet:
+    """The fleet from the head's revision, the entries under `nodes/` and the halt."""
     nodes = []
     for entry in entries:
         parsed = _parse(entry.key[len(nodes_prefix(prefix)) :], entry.value)
         nodes.append(FleetNode(parsed, _state(parsed, revision)))
-    return Fleet(
-        revision, sorted(nodes, key=lambda n: n.report.node), halted(client, prefix, revision)
-    )
+    live = halt if halt is not None and halt.revision == revision else None
+    return Fleet(revision, sorted(nodes, key=lambda n: n.report.node), live)
 
 
 def _state(report: Report, revision: int) -> NodeState:

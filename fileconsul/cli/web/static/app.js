@@ -1,0 +1,242 @@
+// fileconsul's dashboard. Every string from the server (paths, messages, node names, hook
+// output: all of it from Consul's KV) is written with textContent, never as HTML.
+"use strict";
+
+const ORDER = ["rejected", "halted", "failed", "untrusted", "drifted", "lagging", "current"];
+const $ = (id) => document.getElementById(id);
+const tokenMeta = document.querySelector('meta[name="fileconsul-action-token"]');
+const TOKEN = tokenMeta ? tokenMeta.content : null;
+
+let state = null;
+let filter = null;
+let shown = null;  // the revision whose details are open
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function ago(seconds) {
+  const s = Math.max(0, Math.round(Date.now() / 1000 - seconds));
+  if (s < 60) return s + " s ago";
+  if (s < 3600) return Math.round(s / 60) + " min ago";
+  if (s < 86400) return Math.round(s / 3600) + " h ago";
+  return new Date(seconds * 1000).toLocaleString();
+}
+
+function when(iso) {
+  const t = Date.parse(iso);
+  return isNaN(t) ? iso : new Date(t).toLocaleString() + " (" + ago(t / 1000) + ")";
+}
+
+function renderHead(head) {
+  const box = $("head");
+  if (!head) {
+    box.replaceChildren(el("p", "muted", "no revision yet"));
+    return;
+  }
+  const line = el("div");
+  line.append(el("span", "rev", "r" + head.revision));
+  line.append(el("span", "who", head.node + " (" + head.user + ")"));
+  line.append(el("span", "muted", " · " + when(head.time) + " · " + head.files + " files"));
+  const parts = [line];
+  if (head.message) parts.push(el("p", "message", head.message));
+  if (head.rollback_of) parts.push(el("p", "muted", "rolled back to r" + head.rollback_of));
+  box.replaceChildren(...parts);
+}
+
+function renderHalt(fleet) {
+  const halt = fleet.halt;
+  $("halt").hidden = !halt;
+  if (halt) {
+    $("halt-title").textContent = "Revision " + halt.revision + " is HALTED";
+    $("halt-text").textContent =
+      halt.node + " stopped it " + ago(halt.time) + ": " + halt.reason + " · " +
+      halt.applied_before + (halt.applied_before === 1 ? " node" : " nodes") + " applied it before";
+  }
+  const acting = Boolean(state.actions && TOKEN);
+  $("resume").hidden = !(acting && halt);
+  $("halt-form").hidden = !(acting && !halt && state.head);
+}
+
+function detail(n) {
+  const parts = [];
+  if (n.drift_count) {
+    const more = n.drift_count > n.drifted.length ? " and " + (n.drift_count - n.drifted.length) + " more" : "";
+    parts.push("changed here by hand: " + n.drifted.join(", ") + more);
+  }
+  if (n.message) parts.push(n.message);
+  if (n.check_exit) parts.push("check exit " + n.check_exit);
+  if (n.hook_exit) parts.push("hook exit " + n.hook_exit);
+  if (n.output) parts.push(n.output);
+  return parts.join("\n");
+}
+
+function renderCounts(fleet) {
+  const counts = fleet.counts || {};
+  const chips = [];
+  const all = el("button", filter === null ? "on" : "", "all " + fleet.nodes.length);
+  all.type = "button";
+  all.addEventListener("click", () => { filter = null; render(); });
+  chips.push(all);
+  for (const name of ORDER) {
+    if (!counts[name]) continue;
+    const chip = el("button", filter === name ? "on" : "", name + " " + counts[name]);
+    chip.type = "button";
+    chip.dataset.state = name;
+    chip.addEventListener("click", () => { filter = name; render(); });
+    chips.push(chip);
+  }
+  $("counts").replaceChildren(...chips);
+  const current = counts.current || 0;
+  $("summary").textContent = fleet.nodes.length ? current + " of " + fleet.nodes.length + " current" : "";
+}
+
+function renderNodes(fleet) {
+  const rows = document.createDocumentFragment();
+  for (const n of fleet.nodes) {
+    if (filter !== null && n.state !== filter) continue;
+    const tr = el("tr");
+    tr.dataset.node = n.node;
+    tr.dataset.state = n.state;
+    tr.append(el("td", "node", n.node));
+    const state = el("td");
+    state.append(el("span", "state " + n.state, n.state));
+    tr.append(state);
+    tr.append(el("td", "revision", "r" + n.revision));
+    tr.append(el("td", "behind", n.behind));
+    tr.append(el("td", "when", ago(n.time)));
+    tr.append(el("td", "detail", detail(n)));
+    rows.append(tr);
+  }
+  document.querySelector("#nodes tbody").replaceChildren(rows);
+  $("no-nodes").hidden = fleet.nodes.length > 0;
+  $("nodes").hidden = fleet.nodes.length === 0;
+}
+
+function renderLog(log) {
+  const items = document.createDocumentFragment();
+  for (const c of log) {
+    const li = el("li", c.revision === shown ? "on" : "");
+    li.dataset.revision = c.revision;
+    const top = el("div");
+    top.append(el("strong", null, "r" + c.revision + " "));
+    top.append(el("span", "who", c.node + " (" + c.user + ")"));
+    li.append(top);
+    li.append(el("div", "when", when(c.time) + " · " + c.change_count + (c.change_count === 1 ? " change" : " changes")));
+    if (c.message) li.append(el("div", "msg", c.message));
+    li.addEventListener("click", () => { location.hash = "r" + c.revision; });
+    items.append(li);
+  }
+  $("log").replaceChildren(items);
+}
+
+function render() {
+  if (!state) return;
+  document.title = "fileconsul " + state.prefix;
+  $("prefix").textContent = state.prefix;
+  $("trouble").hidden = !state.trouble;
+  $("trouble").textContent = state.trouble || "";
+  renderHead(state.head);
+  renderHalt(state.fleet);
+  renderCounts(state.fleet);
+  renderNodes(state.fleet);
+  renderLog(state.log);
+  const root = document.documentElement;
+  root.dataset.version = state.version;
+  root.dataset.revision = state.fleet.revision;
+  if (!root.dataset.firstRender) root.dataset.firstRender = performance.now().toFixed(1);
+}
+
+function patchLine(line) {
+  let kind = null;
+  if (line.startsWith("diff ")) kind = "file";
+  else if (line.startsWith("@@")) kind = "hunk";
+  else if (line.startsWith("+") && !line.startsWith("+++")) kind = "add";
+  else if (line.startsWith("-") && !line.startsWith("---")) kind = "del";
+  return el("span", kind, line + "\n");
+}
+
+async function showRevision(number) {
+  shown = number;
+  if (state) renderLog(state.log);
+  const box = $("revision");
+  box.hidden = false;
+  $("revision-title").textContent = "r" + number;
+  $("revision-meta").textContent = "loading…";
+  $("revision-message").textContent = "";
+  $("revision-changes").replaceChildren();
+  $("revision-patch").replaceChildren();
+  $("revision-note").hidden = true;
+  let data;
+  try {
+    const answer = await fetch("/api/revisions/" + number, { headers: { Accept: "application/json" } });
+    data = await answer.json();
+    if (!answer.ok) throw new Error(data.error || answer.statusText);
+  } catch (error) {
+    $("revision-meta").textContent = String(error.message || error);
+    return;
+  }
+  if (shown !== number) return;
+  $("revision-meta").textContent = data.node + " (" + data.user + ") · " + when(data.time);
+  $("revision-message").textContent = data.message;
+  const changes = document.createDocumentFragment();
+  for (const c of data.changes) {
+    const li = el("li");
+    li.append(el("span", "kind", c.change));
+    li.append(el("span", "path", c.path));
+    changes.append(li);
+  }
+  $("revision-changes").replaceChildren(changes);
+  $("revision-note").hidden = !data.patch_note;
+  $("revision-note").textContent = data.patch_note || "";
+  const lines = document.createDocumentFragment();
+  for (const line of (data.patch || "").split("\n").slice(0, -1)) lines.append(patchLine(line));
+  $("revision-patch").replaceChildren(lines);
+  $("revision-patch").hidden = !data.patch;
+}
+
+function route() {
+  const match = /^#r([0-9]+)$/.exec(location.hash);
+  if (match) showRevision(Number(match[1]));
+}
+
+async function act(path, body) {
+  const result = $("action-result");
+  result.hidden = false;
+  result.textContent = "…";
+  try {
+    const answer = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-Fileconsul-Action-Token": TOKEN },
+      body: JSON.stringify(body),
+    });
+    const data = await answer.json();
+    result.textContent = answer.ok ? data.message : "refused: " + data.error;
+  } catch (error) {
+    result.textContent = "failed: " + String(error.message || error);
+  }
+}
+
+function follow() {
+  const live = $("live");
+  const events = new EventSource("/api/events");
+  events.addEventListener("open", () => { live.textContent = "live"; live.className = "live"; });
+  events.addEventListener("error", () => { live.textContent = "reconnecting"; live.className = "live off"; });
+  events.addEventListener("state", (event) => {
+    state = JSON.parse(event.data);
+    render();
+  });
+}
+
+$("resume").addEventListener("click", () => act("/api/resume", {}));
+$("halt-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  act("/api/halt", { reason: $("halt-reason").value });
+});
+window.addEventListener("hashchange", route);
+setInterval(render, 10000);  // the "n s ago" columns
+follow();
+route();
