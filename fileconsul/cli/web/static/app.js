@@ -40,7 +40,8 @@ function renderHead(head) {
   const line = el("div");
   line.append(el("span", "rev", "r" + head.revision));
   line.append(el("span", "who", head.node + " (" + head.user + ")"));
-  line.append(el("span", "muted", " · " + when(head.time) + " · " + head.files + " files"));
+  const files = head.files + (head.files === 1 ? " file" : " files");
+  line.append(el("span", "muted", " · " + when(head.time) + " · " + files));
   const parts = [line];
   if (head.message) parts.push(el("p", "message", head.message));
   if (head.rollback_of) parts.push(el("p", "muted", "rolled back to r" + head.rollback_of));
@@ -56,9 +57,40 @@ function renderHalt(fleet) {
       halt.node + " stopped it " + ago(halt.time) + ": " + halt.reason + " · " +
       halt.applied_before + (halt.applied_before === 1 ? " node" : " nodes") + " applied it before";
   }
-  const acting = Boolean(state.actions && TOKEN);
-  $("resume").hidden = !(acting && halt);
-  $("halt-form").hidden = !(acting && !halt && state.head);
+  if (actions) {
+    actions.resume.hidden = !halt;
+    actions.form.hidden = Boolean(halt) || !state.head;
+  }
+}
+
+// The buttons exist only on a page served with actions allowed (it carries the token).
+function makeActions() {
+  const resume = el("button", "resume", "Resume the rollout");
+  resume.type = "button";
+  resume.id = "resume";
+  resume.hidden = true;
+  $("halt").append(resume);
+  const form = el("form");
+  form.id = "halt-form";
+  form.hidden = true;
+  const reason = el("input");
+  reason.id = "halt-reason";
+  reason.maxLength = 500;
+  reason.placeholder = "why halt (optional)";
+  const button = el("button", null, "Halt the rollout");
+  button.type = "submit";
+  button.id = "halt-button";
+  form.append(reason, button);
+  const result = el("p", "result");
+  result.id = "action-result";
+  result.hidden = true;
+  $("actions").append(form, result);
+  resume.addEventListener("click", () => act("/api/resume", {}));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    act("/api/halt", { reason: reason.value });
+  });
+  return { resume, form };
 }
 
 function detail(n) {
@@ -74,20 +106,21 @@ function detail(n) {
   return parts.join("\n");
 }
 
+function chip(label, value) {
+  const node = el("span", "chip" + (filter === value ? " on" : ""), label);
+  node.tabIndex = 0;
+  node.dataset.state = value === null ? "all" : value;
+  const choose = () => { filter = value; render(); };
+  node.addEventListener("click", choose);
+  node.addEventListener("keydown", (event) => { if (event.key === "Enter") choose(); });
+  return node;
+}
+
 function renderCounts(fleet) {
   const counts = fleet.counts || {};
-  const chips = [];
-  const all = el("button", filter === null ? "on" : "", "all " + fleet.nodes.length);
-  all.type = "button";
-  all.addEventListener("click", () => { filter = null; render(); });
-  chips.push(all);
+  const chips = [chip("all " + fleet.nodes.length, null)];
   for (const name of ORDER) {
-    if (!counts[name]) continue;
-    const chip = el("button", filter === name ? "on" : "", name + " " + counts[name]);
-    chip.type = "button";
-    chip.dataset.state = name;
-    chip.addEventListener("click", () => { filter = name; render(); });
-    chips.push(chip);
+    if (counts[name]) chips.push(chip(name + " " + counts[name], name));
   }
   $("counts").replaceChildren(...chips);
   const current = counts.current || 0;
@@ -231,11 +264,7 @@ function follow() {
   });
 }
 
-$("resume").addEventListener("click", () => act("/api/resume", {}));
-$("halt-form").addEventListener("submit", (event) => {
-  event.preventDefault();
-  act("/api/halt", { reason: $("halt-reason").value });
-});
+const actions = TOKEN ? makeActions() : null;
 window.addEventListener("hashchange", route);
 setInterval(render, 10000);  // the "n s ago" columns
 follow();
