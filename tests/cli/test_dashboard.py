@@ -32,8 +32,8 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 def rows(driver: webdriver.Chrome) -> list[tuple[str, str, str]]:
     found: list[list[str]] = driver.execute_script(
-        "return [...document.querySelectorAll('#nodes tbody tr')].map(tr =>"
-        " [tr.dataset.node, tr.dataset.state, tr.querySelector('.revision').textContent])"
+        "return [...document.querySelectorAll('#nodes .rows .row')].map(row =>"
+        " [row.dataset.node, row.dataset.state, row.querySelector('.revision').textContent])"
     )
     return [(node, state, revision) for node, state, revision in found]
 
@@ -119,7 +119,7 @@ def test_a_rejection_shows_with_its_halt_and_resume_from_the_page_lets_the_rollo
         )
         (rejected,) = [n for n, s, _ in rows(browser) if s == "rejected"]
         assert "--check exited 1: conf is BAD" in text_of(browser, "#halt-text")
-        assert text_of(browser, f'tr[data-node="{rejected}"] .detail').endswith("conf is BAD")
+        assert text_of(browser, f'.row[data-node="{rejected}"] .detail').endswith("conf is BAD")
         browser.find_element(By.CSS_SELECTOR, '#log li[data-revision="2"]').click()
         poll(lambda: "+BAD" in text_of(browser, "#revision-patch"), 10, "r2's diff")
         screenshot(browser, "dashboard-halted.png")
@@ -236,5 +236,5 @@ def test_a_hand_edit_on_a_watched_node_shows_as_drifted_on_the_page(
         b.write("app.conf", "port = 9999\n")
         took = poll(lambda: rows(browser) == [("b", "drifted", "r1")], 5, "drifted on the page")
         assert took < 5
-        assert text_of(browser, 'tr[data-node="b"] .detail') == "changed here by hand: app.conf"
+        assert text_of(browser, '.row[data-node="b"] .detail') == "changed here by hand: app.conf"
         assert text_of(browser, '.chip[data-state="drifted"]') == "drifted 1"
