@@ -2,10 +2,9 @@
 `fileconsul ui` timed from outside, each figure beside a floor measured in the same run.
 
 - **Page.** A fresh load in headless Chromium until every node's row is on the page and
-  drawn (the page's own mark: `performance.now()` once the frame after its first render
-  was produced, style and layout included), beside the floor: the same
-  rows as a plain server-rendered HTML table (no script), loaded in the same browser until
-  its load event.
+  drawn (the page's own mark: `performance.now()` once the frame after its first render was
+  produced, style and layout included), beside the floor: the same rows as a plain
+  server-rendered HTML table, loaded in the same browser until the same mark.
 - **JSON.** `GET /api/state` wall time, beside Consul's own `?recurse` of the reports (the
   data the snapshot is made of).
 - **Update.** From one report written to KV to its row changing on the open page.
@@ -20,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,12 @@ def floor_page(path: Path, count: int, revision: int) -> None:
         cells.append(r["output"] or ", ".join(r["drifted"]))
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     body = "<table><tbody>" + "".join(rows) + "</tbody></table>"
-    path.write_text(
-        f"<!doctype html><html><head><meta charset=utf-8></head><body>{body}</body></html>"
+    head = "<!doctype html><html><head><meta charset=utf-8></head>"
+    mark = (
+        "<script>requestAnimationFrame(() => setTimeout(() => document.documentElement"
+        ".dataset.firstDrawn = performance.now().toFixed(1), 0));</script>"
     )
+    path.write_text(f"{head}<body>{body}{mark}</body></html>")
 
 
 def measure(agent_addr: str, python: str, counts: list[int], runs: int) -> list[dict[str, Any]]:
@@ -105,7 +108,13 @@ def measure(agent_addr: str, python: str, counts: list[int], runs: int) -> list[
                     push.push(run)
                 run.client.close()
                 plant(http, prefix, count, 3)
-                rows.append(_one(driver, http, agent_addr, python, prefix, count, runs, work))
+                row = _one(driver, http, agent_addr, python, prefix, count, runs)
+                floor = work / f"floor{count}.html"
+                floor_page(floor, count, 3)
+                floors = [_drawn(driver, floor.as_uri(), count) for _ in range(runs)]
+                row["floor_page_seconds"] = round(statistics.median(floors), 3)
+                row["page / floor page"] = round(row["page_seconds"] / statistics.median(floors), 2)
+                rows.append(row)
                 http.delete(f"/v1/kv/{prefix}", params={"recurse": ""})
     finally:
         http.close()
@@ -113,85 +122,57 @@ def measure(agent_addr: str, python: str, counts: list[int], runs: int) -> list[
 
 
 def _one(
-    driver: Any,
-    http: httpx.Client,
-    agent_addr: str,
-    python: str,
-    prefix: str,
-    count: int,
-    runs: int,
-    work: Path,
+    driver: Any, http: httpx.Client, agent: str, python: str, prefix: str, count: int, runs: int
 ) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    args = [python, "-m", "fileconsul", "ui", "--addr", agent_addr, "--prefix", prefix]
+    args = [python, "-m", "fileconsul", "ui", "--addr", agent, "--prefix", prefix]
     server = subprocess.Popen([*args, "--listen", f"127.0.0.1:{port}", "-q"])
     try:
         _wait(lambda: _answers(url), 30)
-        client = httpx.Client(base_url=url, timeout=30)
-        _wait(lambda: len(client.get("/api/state").json()["fleet"]["nodes"]) == count, 30)
-        served = []
-        for _ in range(max(runs, 5) * 4):
-            started = time.perf_counter()
-            body = client.get("/api/state").content
-            served.append(time.perf_counter() - started)
-        recursed = []
-        for _ in range(max(runs, 5) * 4):
-            started = time.perf_counter()
-            http.get(
-                f"/v1/kv/{prefix}.fileconsul/nodes/", params={"recurse": ""}
-            ).raise_for_status()
-            recursed.append(time.perf_counter() - started)
-        client.close()
-        pages = []
-        for _ in range(runs):
-            driver.get("about:blank")
-            driver.get(url)
-            _wait(
-                lambda: (
-                    driver.execute_script(
-                        "return document.querySelectorAll('#nodes .rows .row').length"
-                    )
-                    == count
-                ),
-                60,
-            )
-            pages.append(
-                float(driver.execute_script("return document.documentElement.dataset.firstRender"))
-                / 1000
-            )
+        with httpx.Client(base_url=url, timeout=30) as client:
+            _wait(lambda: len(client.get("/api/state").json()["fleet"]["nodes"]) == count, 30)
+            served = _times(lambda: client.get("/api/state"), max(runs, 5) * 4)
+            size = len(client.get("/api/state").content)
+        reports = f"/v1/kv/{prefix}.fileconsul/nodes/"
+        recursed = _times(lambda: http.get(reports, params={"recurse": ""}), max(runs, 5) * 4)
+        pages = [_drawn(driver, url, count) for _ in range(runs)]
         update = _update(driver, http, prefix)
-        floor = work / f"floor{count}.html"
-        floor_page(floor, count, 3)
-        floors = []
-        for _ in range(runs):
-            driver.get("about:blank")
-            driver.get(floor.as_uri())
-            floors.append(
-                float(
-                    driver.execute_script(
-                        "return performance.getEntriesByType('navigation')[0].loadEventEnd"
-                    )
-                )
-                / 1000
-            )
     finally:
         server.terminate()
         server.wait(timeout=30)
-    page, floor_s = statistics.median(pages), statistics.median(floors)
-    json_s, recurse_s = statistics.median(served), statistics.median(recursed)
+    page, json_s, recurse_s = map(statistics.median, (pages, served, recursed))
     return {
         "nodes": count,
         "page_seconds": round(page, 3),
-        "floor_page_seconds": round(floor_s, 3),
-        "page / floor page": round(page / floor_s, 2),
         "json_seconds": round(json_s, 4),
         "json_p95_seconds": round(sorted(served)[int(0.95 * (len(served) - 1))], 4),
-        "json_bytes": len(body),
+        "json_bytes": size,
         "floor_recurse_seconds": round(recurse_s, 4),
         "json / floor recurse": round(json_s / recurse_s, 2),
         "update_seconds": round(update, 3),
     }
+
+
+def _times(request: Callable[[], httpx.Response], count: int) -> list[float]:
+    found = []
+    for _ in range(count):
+        started = time.perf_counter()
+        request().raise_for_status()
+        found.append(time.perf_counter() - started)
+    return found
+
+
+def _drawn(driver: Any, url: str, count: int) -> float:
+    """A fresh load of `url`: seconds from navigation to the frame with `count` rows drawn
+    (the page's own mark; the floor's script sets the same)."""
+    driver.get("about:blank")
+    driver.get(url)
+    mark = "return document.documentElement.dataset.firstDrawn"
+    _wait(lambda: driver.execute_script(mark) is not None, 60)
+    rows = driver.execute_script("return document.querySelectorAll('.rows .row, tr').length")
+    assert rows == count, (rows, count)
+    return float(driver.execute_script(mark)) / 1000
 
 
 def _update(driver: Any, http: httpx.Client, prefix: str) -> float:

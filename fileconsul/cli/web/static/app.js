@@ -282,9 +282,7 @@ async function load() {
       state = await answer.json();
       render();
       document.documentElement.dataset.renderMs = (performance.now() - started).toFixed(1);
-      if (state.version < wanted && state.version === Number(document.documentElement.dataset.version)) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      if (state.version < wanted) await new Promise((resolve) => setTimeout(resolve, 100));
     }
   } catch (error) {
     $("live").textContent = "reconnecting";
