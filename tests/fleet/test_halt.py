@@ -7,8 +7,13 @@ import json
 import time
 from typing import Any
 
-from tests.conftest import KV
+from fileconsul.fleet import rollout
+from tests.cli.test_cli import MASTER, acl_agent, make_token, pusher_rules
+from tests.conftest import KV, library_run
+from tests.consul_agent import Agent
 from tests.processes import background, fileconsul_args, wait_until
+
+__all__ = ["acl_agent"]  # the fixture, shared with the ACL tests of the command line
 
 
 def test_halt_holds_a_watcher_back_and_resume_lets_it_apply_at_once(make_node: Any, kv: KV) -> None:
@@ -66,3 +71,35 @@ def test_halt_names_who_halted_by_default_and_refuses_a_tree_without_revisions(
     a.write("f", "2")
     assert a.run("push", "--no-report").exit_code == 0
     assert "which a newer revision had lifted" in a.run("resume").stdout
+
+
+def test_halting_needs_a_token_that_may_write_the_halt_key(
+    acl_agent: Agent, make_node: Any, prefix: str
+) -> None:
+    writer = make_token(acl_agent, pusher_rules(prefix))
+    reader = make_token(acl_agent, f'key_prefix "{prefix}" {{ policy = "read" }}')
+    halter = make_token(
+        acl_agent,
+        f'key_prefix "{prefix}" {{ policy = "read" }}\n'
+        f'key "{prefix}.fileconsul/halt" {{ policy = "write" }}',
+    )
+    a = make_node("a", addr=acl_agent.addr, token=writer)
+    a.write("f", "1")
+    assert a.run("push", "--no-report").exit_code == 0
+    kv = KV(acl_agent.url, MASTER)
+    before = kv.meta(prefix)
+    read_only = make_node("r", addr=acl_agent.addr, token=reader)
+    for command in (["halt"], ["ui", "--allow-actions", "--listen", "127.0.0.1:0"]):
+        result = read_only.run(*command)
+        assert result.exit_code == 6, (command, result.output)
+        assert reader not in result.output
+    assert "--allow-actions: this token may not write" in result.stderr
+    assert kv.meta(prefix) == before
+    # The probe writes nothing, for a token that may and one that may not.
+    may_halt = make_node("h", addr=acl_agent.addr, token=halter)
+    for asking, may in ((may_halt, True), (read_only, False)):
+        with library_run(asking).client as client:
+            assert rollout.can_halt(client, prefix) is may
+    assert kv.meta(prefix) == before
+    assert make_node("h2", addr=acl_agent.addr, token=halter).run("halt").exit_code == 0
+    assert f"{prefix}.fileconsul/halt" in kv.meta(prefix)
