@@ -33,7 +33,7 @@ import xxhash
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import fleet  # noqa: E402
+from bench import fleet, ui  # noqa: E402
 from tests.consul_agent import Agent, consul_binary  # noqa: E402
 
 FILE_SIZE = 4096
@@ -468,6 +468,8 @@ def _single_client(
         results = [run_size(bench, int(n), opts.runs) for n in opts.sizes.split(",")]
         watch = watch_latency(bench, opts.watch_pushes)
         bench.http.close()
+        counts = [int(n) for n in opts.ui_nodes.split(",") if n]
+        watch["ui"] = ui.measure(agent.addr, opts.python, counts, opts.runs)
         return results, watch
     finally:
         agent.cleanup()
@@ -505,6 +507,9 @@ def main() -> None:
         default=5.0,
         help="seconds to measure the agent idle before each fleet measurement",
     )
+    parser.add_argument(
+        "--ui-nodes", default="5000", help="fleet sizes of the dashboard case (reports planted)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--python",
@@ -523,15 +528,18 @@ def main() -> None:
         fleet_rows = _fleet(consul, opts)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    dashboard = watch.pop("ui")
     report = {
         "consul": version.splitlines()[0],
         "runs": opts.runs,
         "sizes": results,
         "watch": watch,
         "fleet": fleet_rows,
+        "ui": dashboard,
     }
     print(table(results, watch))
     print(fleet.table(fleet_rows))
+    print(ui.table(dashboard))
     if opts.json:
         opts.json.write_text(json.dumps(report, indent=2) + "\n")
 

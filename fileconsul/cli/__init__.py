@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import sys
 
-from fileconsul.cli import history_commands, sync_commands, watch_command
+from fileconsul.cli import (
+    history_commands,
+    rollout_commands,
+    sync_commands,
+    ui_command,
+    watch_command,
+)
 from fileconsul.cli.base import cli
 
-__all__ = ["cli", "history_commands", "main", "sync_commands", "watch_command"]
+__all__ = [
+    "cli",
+    "history_commands",
+    "main",
+    "rollout_commands",
+    "sync_commands",
+    "ui_command",
+    "watch_command",
+]
 
 
 def main() -> None:

@@ -181,6 +181,7 @@ def fleet_json(prefix: str, fleet: Fleet) -> dict[str, Any]:
         "prefix": prefix,
         "revision": fleet.revision,
         "all_current": fleet.all_current,
+        "counts": dict(Counter(n.state for n in fleet.nodes)),
         "halt": None
         if halt is None
         else {
@@ -195,12 +196,15 @@ def fleet_json(prefix: str, fleet: Fleet) -> dict[str, Any]:
                 "node": n.report.node,
                 "state": n.state,
                 "revision": n.report.revision,
+                "behind": max(0, fleet.revision - n.report.revision),
                 "result": n.report.result,
                 "time": n.report.time,
                 "message": n.report.message,
                 "hook_exit": n.report.hook_exit,
                 "check_exit": n.report.check_exit,
                 "output": n.report.output,
+                "drifted": list(n.report.drifted),
+                "drift_count": n.report.drift_count,
             }
             for n in fleet.nodes
         ],
@@ -211,16 +215,29 @@ def _when(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
 
 
+def halt_line(fleet: Fleet) -> str:
+    """The head's halt in one sentence (there must be one)."""
+    halt = fleet.halt
+    assert halt is not None
+    applied = fleet.applied_before_halt
+    return (
+        f"Revision {halt.revision} is HALTED: {halt.node} stopped it at {_when(halt.time)} "
+        f"({halt.reason}); {applied} {'node' if applied == 1 else 'nodes'} applied it "
+        "before it stopped. A newer revision (a fix, or a rollback) or `fileconsul resume` "
+        "lifts the halt."
+    )
+
+
+def drift_text(paths: Sequence[str], count: int) -> str:
+    shown = ", ".join(paths[:5])
+    more = f" and {count - min(len(paths), 5)} more" if count > min(len(paths), 5) else ""
+    return f"changed here by hand: {shown}{more}"
+
+
 def fleet_text(fleet: Fleet) -> str:
     lines = []
-    halt = fleet.halt
-    if halt is not None:
-        applied = fleet.applied_before_halt
-        lines.append(
-            f"Revision {halt.revision} is HALTED: {halt.node} stopped it at {_when(halt.time)} "
-            f"({halt.reason}); {applied} {'node' if applied == 1 else 'nodes'} applied it "
-            "before it stopped. A newer revision (a fix, or a rollback) lifts the halt."
-        )
+    if fleet.halt is not None:
+        lines.append(halt_line(fleet))
     if not fleet.nodes:
         return "\n".join([*lines, f"Revision {fleet.revision}; no node has reported yet."])
     lines.append(f"Revision {fleet.revision}:")
@@ -229,6 +246,8 @@ def fleet_text(fleet: Fleet) -> str:
         detail = f" ({report.message})" if report.message else ""
         hook = f", hook exit {report.hook_exit}" if report.hook_exit else ""
         check = f", check exit {report.check_exit}" if report.check_exit else ""
+        if report.drift_count:
+            detail += f" ({drift_text(report.drifted, report.drift_count)})"
         lines.append(
             f"    {n.state + ':':<{_WIDTH}} {report.node} at revision {report.revision}, "
             f"{_when(report.time)}{check}{hook}{detail}"

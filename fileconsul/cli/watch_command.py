@@ -14,7 +14,9 @@ from fileconsul.cli.events import Events
 from fileconsul.cli.sync_commands import HOOK_OPTIONS, NO_REPORT, deliver_options
 from fileconsul.commands import pull, push
 from fileconsul.commands.context import Context
+from fileconsul.errors import UsageError
 from fileconsul.fleet import watch
+from fileconsul.fleet.drift import DEFAULT_EVERY
 from fileconsul.fleet.hooks import Hooks
 from fileconsul.fleet.metrics import Metrics
 from fileconsul.store.client import ConsulClient
@@ -68,6 +70,21 @@ from fileconsul.store.client import ConsulClient
     "other tools' writes included, arrive at once).",
 )
 @click.option(
+    "--drift-scan",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_EVERY,
+    show_default=True,
+    metavar="SECONDS",
+    help="Scan the tree every SECONDS for managed files changed here by hand (drift), and "
+    "report them; 0: never. Off with --push, which pushes local changes instead.",
+)
+@click.option(
+    "--heal",
+    is_flag=True,
+    help="Put a drifted file back to its committed version (through --check and --exec, "
+    "like any apply), and log it.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
     default="text",
@@ -96,6 +113,8 @@ def watch_command(
     once: bool,
     push_local: bool,
     wait: float,
+    drift_scan: float,
+    heal: bool,
     log_format: str,
     metrics_addr: str | None,
 ) -> None:
@@ -107,7 +126,10 @@ def watch_command(
     Examples:
       fileconsul watch --basepath /etc/consul-share --exec 'systemctl reload consul'
       fileconsul watch --check 'nginx -t' --max-parallel 2 --metrics-addr 127.0.0.1:9135
+      fileconsul watch --drift-scan 10 --heal --exec 'systemctl reload nginx'
     """
+    if heal and (push_local or not drift_scan):
+        raise UsageError("--heal needs the scan for drift: not with --push or --drift-scan 0")
     halt = halt_on_failure if halt_on_failure is not None else max_parallel is not None
     hooks = Hooks(exec_cmd, on_failure, check_cmd, hook_timeout)
     json_output = log_format == "json"
@@ -117,6 +139,8 @@ def watch_command(
         once=once,
         wait=wait,
         max_parallel=max_parallel,
+        drift_every=0.0 if push_local else drift_scan,
+        heal=heal,
     )
     stopper = watch.Stopper()
     stopper.install()

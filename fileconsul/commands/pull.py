@@ -14,6 +14,7 @@ from fileconsul.commands.pipeline import View, advance, changing, look, notes, p
 from fileconsul.errors import CheckRejected, IntegrityError
 from fileconsul.local import record as records
 from fileconsul.local.lock import local_lock
+from fileconsul.model.drift import restoring
 from fileconsul.model.facts import content_hash
 from fileconsul.model.plan import Action, Plan
 from fileconsul.model.records import Head
@@ -45,6 +46,8 @@ class PullOptions:
     check: Check | None = None
     #: Says why a revision must not be applied here (halted, rejected before), or None.
     hold: Callable[[int], str | None] | None = None
+    #: Paths edited here (drift) to put back to the committed version, as a pull writes it.
+    restore: frozenset[str] = frozenset()
 
 
 def pull(
@@ -90,6 +93,8 @@ def _pull(
         view = look(ctx, record, others=options.others, head=head)
         if entries is not None:
             view = replace(view, tree=with_payload(view.tree, entries))
+        if options.restore:
+            view = replace(view, sides=restoring(view.sides, options.restore))
         found, actions = planned(view, "pull", force=options.force, max_delete=options.max_delete)
         tree = view.tree
         outcome = Outcome(actions, tree.revision, options.dry_run, notes(view))

@@ -54,6 +54,10 @@ class DeliverOptions:
     #: Where what --exec and --on-failure print goes as they print it (None: nowhere; the
     #: last lines are kept either way).
     echo: IO[bytes] | None = None
+    #: Managed paths changed here by hand (drift), for the report; and those to put back to
+    #: their committed version (see pull.PullOptions.restore).
+    drifted: tuple[str, ...] = ()
+    restore: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -199,6 +203,7 @@ def _pull_options(ctx: Context, options: DeliverOptions, delivery: Delivery) -> 
         others=options.others,
         check=check if check_cmd else None,
         hold=hold,
+        restore=options.restore,
     )
 
 
@@ -277,6 +282,8 @@ def _report(ctx: Context, options: DeliverOptions, delivery: Delivery) -> report
         hook_exit=delivery.hook_exit,
         check_exit=check.exit if check else None,
         output=tail(check.output) if check else "",
+        drifted=options.drifted[: reports.DRIFT_LISTED],
+        drift_count=len(options.drifted),
     )
 
 

@@ -44,6 +44,11 @@ class Metrics:
         self.check_seconds = prom.Histogram(
             "fileconsul_check_duration_seconds", "Time the --check command took.", registry=registry
         )
+        self.drifted_files = prom.Gauge(
+            "fileconsul_drifted_files",
+            "Managed files changed here by hand, at the last scan.",
+            registry=registry,
+        )
         counters = {
             "applies": "Changes applied.",
             "rejections": "Revisions the --check command rejected.",
@@ -52,6 +57,7 @@ class Metrics:
             "conflicts": "Applies refused on a conflict.",
             "wakeups": "Wake-ups of the watch.",
             "received_bytes": "Bytes received from Consul.",
+            "drift_put_back": "Drifted files put back to their committed version (--heal).",
         }
         self.counters = {
             name: prom.Counter(f"fileconsul_{name}", text, registry=registry)
@@ -74,6 +80,10 @@ class Metrics:
     def saw_head(self, revision: int) -> None:
         if self.enabled:
             self.head.set(revision)
+
+    def drifted(self, files: int) -> None:
+        if self.enabled:
+            self.drifted_files.set(files)
 
     def holds(self, revision: int) -> None:
         if self.enabled and revision:

@@ -10,12 +10,15 @@ from typing import Any, Literal
 
 from fileconsul.errors import FileconsulError
 from fileconsul.fleet.rollout import Halt, halted
+from fileconsul.model.tree import KVEntry
 from fileconsul.store.client import ConsulClient
 from fileconsul.store.layout import nodes_prefix
 from fileconsul.store.read import read_head
 
 Result = Literal["ok", "conflict", "error", "rejected", "halted", "skipped"]
-NodeState = Literal["current", "lagging", "failed", "rejected", "halted"]
+NodeState = Literal["current", "lagging", "failed", "rejected", "halted", "drifted"]
+#: Drifted paths a report names, at most (it counts them all).
+DRIFT_LISTED = 50
 
 
 @dataclass(frozen=True)
@@ -31,14 +34,18 @@ class Report:
     #: When --check rejected the revision: its exit status and the last lines it printed.
     check_exit: int | None = None
     output: str = ""
+    #: Managed files changed here by hand (drift): the first paths, and how many in all.
+    drifted: tuple[str, ...] = ()
+    drift_count: int = 0
 
     def same_state(self, other: Report) -> bool:
         """Equal but for the time: rewriting it would only add Raft writes."""
-        return (self.revision, self.result, self.message, self.hook_exit) == (
+        return (self.revision, self.result, self.message, self.hook_exit, self.drifted) == (
             other.revision,
             other.result,
             other.message,
             other.hook_exit,
+            other.drifted,
         )
 
 
@@ -94,20 +101,28 @@ def read(client: ConsulClient, prefix: str) -> Fleet:
     head = read_head(client, prefix)
     revision = head.revision if head else 0
     entries, _ = client.recurse(nodes_prefix(prefix))
+    return fleet_of(prefix, revision, entries, halted(client, prefix, revision))
+
+
+def fleet_of(prefix: str, revision: int, entries: list[KVEntry], halt: Halt | None) -> Fleet:
+    """The fleet from the head's revision, the entries under `nodes/` and the halt."""
     nodes = []
     for entry in entries:
         parsed = _parse(entry.key[len(nodes_prefix(prefix)) :], entry.value)
         nodes.append(FleetNode(parsed, _state(parsed, revision)))
-    return Fleet(
-        revision, sorted(nodes, key=lambda n: n.report.node), halted(client, prefix, revision)
-    )
+    live = halt if halt is not None and halt.revision == revision else None
+    return Fleet(revision, sorted(nodes, key=lambda n: n.report.node), live)
 
 
 def _state(report: Report, revision: int) -> NodeState:
+    # The first that holds, most urgent first; a node refusing an unsigned head ("untrusted")
+    # will come first once revisions are signed.
     if report.result in ("rejected", "halted"):
         return report.result
     if report.result != "ok":
         return "failed"
+    if report.drift_count:
+        return "drifted"
     return "current" if report.revision >= revision else "lagging"
 
 
@@ -130,6 +145,8 @@ def read_one(client: ConsulClient, prefix: str, node: str) -> Report | None:
 def _parse(node: str, value: bytes) -> Report:
     try:
         data: dict[str, Any] = json.loads(value)
-        return Report(**{k: data[k] for k in Report.__dataclass_fields__ if k in data})
+        fields = {k: data[k] for k in Report.__dataclass_fields__ if k in data}
+        fields["drifted"] = tuple(map(str, fields.get("drifted") or ()))
+        return Report(**fields)
     except (ValueError, TypeError):
         return Report(node, 0, 0.0, "error", "unreadable report")

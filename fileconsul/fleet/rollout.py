@@ -5,7 +5,9 @@ Slots follow Consul's semaphore recipe (`api/semaphore.go`): each contender hold
 `<prefix>.fileconsul/slots/<session>` with a session of its own, and one check-and-set key,
 `<prefix>.fileconsul/slots/holders`, lists the sessions holding a slot. A holder whose session
 is gone (its node died, its TTL ran out) no longer counts. A halt is
-`<prefix>.fileconsul/halt`: the revision, the node, the time and why; a newer revision lifts it.
+`<prefix>.fileconsul/halt`: the revision, the node, the time and why; a newer revision lifts it,
+and so does `fileconsul resume`, which deletes it. A watcher held back by a halt blocks on the
+head and the halt together, so that either lifting wakes it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fileconsul.errors import FileconsulError
+from fileconsul.errors import ConflictError, FileconsulError, InvalidInput, PermissionDenied
 from fileconsul.model.tree import KVEntry
-from fileconsul.store.client import ConsulClient
-from fileconsul.store.layout import halt_key, holders_key, slots_prefix
+from fileconsul.store.client import ConsulClient, TxnFailed, kv_delete_cas
+from fileconsul.store.layout import halt_key, head_and_halt_prefix, holders_key, slots_prefix
+from fileconsul.store.read import read_head
 
 #: Seconds of a slot session's TTL (Consul's least); renewed at a third of it while held.
 SLOT_TTL = 10
@@ -133,3 +136,73 @@ def read_halt(entry: KVEntry | None) -> Halt | None:
         )
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def halt_head(client: ConsulClient, prefix: str, node: str, reason: str, at: float) -> Halt | None:
+    """Halt the rollout of the head revision, as `node` at time `at`: the new halt, or None
+    when that revision is halted already (the halt stays as it was). Check-and-set: a halt
+    written meanwhile is never overwritten."""
+    head = read_head(client, prefix)
+    if head is None:
+        raise InvalidInput(f"{prefix} has no revision yet: there is no rollout to halt")
+    entry, _ = client.get(halt_key(prefix))
+    found = read_halt(entry)
+    if found is not None and found.revision == head.revision:
+        return None
+    stop = Halt(head.revision, node, at, reason)
+    cas = entry.modify_index if entry is not None else 0
+    if not client.put(halt_key(prefix), json.dumps(asdict(stop)).encode(), cas=cas):
+        raise ConflictError("the halt changed while it was being written; nothing was changed")
+    return stop
+
+
+@dataclass(frozen=True)
+class Lifted:
+    """What `resume` lifted: the halt (None: its key did not parse), and whether it still held
+    the head back (a halt of an older revision was lifted already by a newer one)."""
+
+    halt: Halt | None
+    holding: bool
+
+
+def resume(client: ConsulClient, prefix: str) -> Lifted | None:
+    """Lift the halt by deleting its key (check-and-set: a halt written meanwhile stays); what
+    was lifted, or None when nothing was halted."""
+    entry, _ = client.get(halt_key(prefix))
+    if entry is None:
+        return None
+    try:
+        client.txn([kv_delete_cas(halt_key(prefix), entry.modify_index)])
+    except TxnFailed as exc:
+        raise ConflictError(
+            "the halt changed while it was being lifted (another node halted again); nothing "
+            "was changed: look at `fileconsul status --fleet` and run resume again"
+        ) from exc
+    found = read_halt(entry)
+    head = read_head(client, prefix)
+    holding = found is not None and head is not None and found.revision == head.revision
+    return Lifted(found, holding)
+
+
+def can_halt(client: ConsulClient, prefix: str) -> bool:
+    """Whether the token may write the halt key, asked without writing it: a check-and-set
+    at an index no key has fails after the ACL check, which refuses first (403)."""
+    try:
+        client.put(halt_key(prefix), b"", cas=2**63 - 1)
+    except PermissionDenied:
+        return False
+    return True
+
+
+def still_halted(client: ConsulClient, prefix: str, held: Halt, *, stale: bool) -> int | None:
+    """The index to block from while held back by `held`, on the head and the halt together;
+    None when it was lifted already (deleted or replaced)."""
+    entries, index = client.recurse(head_and_halt_prefix(prefix), stale=stale)
+    found = next((read_halt(e) for e in entries if e.key == halt_key(prefix)), None)
+    return index if found == held else None
+
+
+def wait_on_halt(client: ConsulClient, prefix: str, index: int, wait: float, *, stale: bool) -> int:
+    """Block until the head or the halt moves (a commit, a resume, a new halt); the new index."""
+    _, new_index = client.recurse(head_and_halt_prefix(prefix), index=index, wait=wait, stale=stale)
+    return new_index

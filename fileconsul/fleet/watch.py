@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from fileconsul.errors import (
 )
 from fileconsul.fleet import rollout
 from fileconsul.fleet.deliver import DeliverOptions, Delivery, Gate, deliver
+from fileconsul.fleet.drift import DriftWatch
 from fileconsul.fleet.metrics import Metrics
 from fileconsul.local import record as records
 from fileconsul.model.records import Head
@@ -105,6 +106,9 @@ class WatchOptions:
     max_backoff: float = 30.0
     #: At most this many nodes apply a new revision at once, fleet-wide (None: no limit).
     max_parallel: int | None = None
+    #: Seconds between scans for drift (0: never), and whether to put drifted files back.
+    drift_every: float = 0.0
+    heal: bool = False
 
 
 @dataclass
@@ -121,6 +125,10 @@ class _Wake:
     backoff: float = 0.0
     #: A revision this node's --check rejected: it waits for the next one.
     rejected: int | None = None
+    #: The halt this node holds back from: the head and the halt are watched together, so
+    #: that a resume wakes it as a commit does.
+    held_by: rollout.Halt | None = None
+    drift: DriftWatch = field(default_factory=DriftWatch)
 
 
 def watch(
@@ -145,10 +153,13 @@ def watch(
     """
     metrics = metrics or Metrics()
     metrics.holds(records.load(ctx.basepath, ctx.prefix).revision)
-    wake = _Wake()
+    wake = _Wake(drift=DriftWatch(options.drift_every, options.heal))
     try:
         while True:
             try:
+                if wake.drift.due():
+                    wake.drift.scan(ctx, options.deliver, tell, metrics)
+                    wake.pending = wake.pending or bool(wake.drift.restore)
                 if wake.index is None:
                     # Read the index before delivering, so that a change meanwhile wakes us.
                     wake.index = _listing(ctx)
@@ -194,9 +205,16 @@ def _deliver(
     if head is not None:
         metrics.saw_head(head.revision)
     received = ctx.client.bytes_received
-    settings = replace(options.deliver, others=wake.others, rejected=wake.rejected)
+    settings = replace(
+        options.deliver,
+        others=wake.others,
+        rejected=wake.rejected,
+        drifted=wake.drift.paths,
+        restore=wake.drift.restore,
+    )
     with stopper.busy():
         delivery = deliver(ctx, settings, head=head, gate=_gate(ctx, options, stopper, tell))
+    wake.drift.delivered(settings.restore, delivery, tell, metrics)
     metrics.count("received_bytes", ctx.client.bytes_received - received)
     if isinstance(delivery.error, CheckRejected):
         wake.rejected = delivery.error.revision
@@ -208,6 +226,7 @@ def _deliver(
         _start_over(wake, _back_off(wake.backoff, options, stopper, tell, delivery.error))
         return None
     wake.pending, wake.others = False, False
+    wake.held_by = delivery.halt if delivery.outcome and delivery.outcome.held else None
     return None
 
 
@@ -293,9 +312,13 @@ def _listing(ctx: Context) -> int:
 
 def _block(ctx: Context, options: WatchOptions, stopper: Stopper, wake: _Wake) -> None:
     """One blocking query on the listing; what it found is marked pending."""
+    if wake.held_by is not None:
+        _block_halted(ctx, options, stopper, wake)
+        return
     index = wake.index or 1
+    wait = wake.drift.wait(options.wait)  # a scan for drift may be due first
     _, new_index = ctx.client.keys(
-        ctx.prefix + "/", separator="/", index=index, wait=options.wait, stale=ctx.stale
+        ctx.prefix + "/", separator="/", index=index, wait=wait, stale=ctx.stale
     )
     wake.backoff = 0.0
     if new_index == index:
@@ -305,6 +328,23 @@ def _block(ctx: Context, options: WatchOptions, stopper: Stopper, wake: _Wake) -
     wake.index, wake.pending = max(new_index, 1), True
     stopper.sleep(max(0.0, wake.last_wake + options.min_interval - time.monotonic()))
     wake.head, wake.others = _after(ctx, options, new_index)
+
+
+def _block_halted(ctx: Context, options: WatchOptions, stopper: Stopper, wake: _Wake) -> None:
+    """Held back by a halt, nothing under the prefix can be applied until a commit moves the
+    head or the halt is lifted: one blocking query on the head and the halt together, so
+    that a resume wakes the watcher as a commit does."""
+    assert wake.held_by is not None
+    found = rollout.still_halted(ctx.client, ctx.prefix, wake.held_by, stale=ctx.stale)
+    if found is not None:
+        wait = wake.drift.wait(options.wait)
+        moved = rollout.wait_on_halt(ctx.client, ctx.prefix, found, wait, stale=ctx.stale)
+        wake.backoff = 0.0
+        if moved == found:
+            return
+    # Lifted, replaced, or a commit: read afresh from the listing, and look at everything.
+    wake.held_by, wake.index, wake.head, wake.pending, wake.others = None, None, None, True, True
+    stopper.sleep(max(0.0, wake.last_wake + options.min_interval - time.monotonic()))
 
 
 def _after(ctx: Context, options: WatchOptions, listing: int) -> tuple[Head | None, bool]:

@@ -111,6 +111,12 @@ def halt_key(prefix: str) -> str:
     return meta_prefix(prefix) + "halt"
 
 
+def head_and_halt_prefix(prefix: str) -> str:
+    """A string prefix (not a folder) that holds the head and the halt and nothing else: a
+    blocking query on it wakes at a commit and at a halt written or lifted."""
+    return meta_prefix(prefix) + "h"
+
+
 # The first format kept its manifest inside the tree and its lock and reports beside it: read
 # (and, by the next push, upgraded), never written.
 

@@ -130,6 +130,8 @@ def test_the_wheel_builds_with_the_console_script(tmp_path: Path) -> None:
         assert "fileconsul = fileconsul.cli:main" in archive.read(entry_points).decode()
     assert "fileconsul/__main__.py" in names
     assert "fileconsul/py.typed" in names
+    for name in ("index.html", "app.js", "app.css", "icon.svg"):
+        assert f"fileconsul/cli/web/static/{name}" in names  # the page ships in the package
 
 
 def _caches(directory: str, names: list[str]) -> list[str]:

@@ -51,6 +51,8 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
             "2",
             "--fleet-idle",
             "1",
+            "--ui-nodes",
+            "50",
             "--json",
             str(out),
         ],
@@ -79,3 +81,10 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
     assert set(fleet) >= {"fileconsul"}
     assert fleet["fileconsul"]["watchers"] == 3
     assert fleet["fileconsul"]["server_kib_written_per_watcher_per_push"] > 0
+    (dashboard,) = report["ui"]
+    assert dashboard["nodes"] == 50
+    assert dashboard["page_seconds"] > 0
+    assert dashboard["json_bytes"] > 50 * 100
+    assert dashboard["page / floor page"] > 0
+    assert dashboard["json / floor recurse"] > 0
+    assert "dashboard (fileconsul ui)" in result.stdout
