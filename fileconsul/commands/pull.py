@@ -10,7 +10,15 @@ from typing import NamedTuple
 from fileconsul.commands import apply, interrupts
 from fileconsul.commands.context import Context
 from fileconsul.commands.outcome import Outcome
-from fileconsul.commands.pipeline import View, advance, changing, look, notes, planned
+from fileconsul.commands.pipeline import (
+    View,
+    advance,
+    applying,
+    changing,
+    look_narrow,
+    notes,
+    planned,
+)
 from fileconsul.errors import CheckRejected, IntegrityError
 from fileconsul.local import record as records
 from fileconsul.local.lock import local_lock
@@ -90,7 +98,7 @@ def _pull(
 ) -> Outcome:
     with changing(ctx) as record:
         previous = record.revision
-        view = look(ctx, record, others=options.others, head=head)
+        view = look_narrow(ctx, record, others=options.others, head=head, also=options.restore)
         if entries is not None:
             view = replace(view, tree=with_payload(view.tree, entries))
         if options.restore:
@@ -126,6 +134,7 @@ def _apply(pull: _Pull, actions: list[Action]) -> None:
         "(the next pull or watch hands them its changes)"
     )
     with (
+        applying(ctx),
         ctx.progress("pulling", len(actions)) as step,
         apply.staged(
             ctx, view.tree, actions, view.local.leftovers, step, keep=check is not None
@@ -171,12 +180,16 @@ def _record(pull: _Pull, applied: list[Action], skipped: list[tuple[str, str]]) 
     outcome.actions = applied
     outcome.skipped += skipped
     advance(record, pull.plan, applied, view.tree, view.sides)
-    rewritten = {a.path for a in applied}
-    record.hash_cache = {p: c for p, c in view.local.hash_cache.items() if p not in rewritten}
+    if not view.narrow:
+        rewritten = {a.path for a in applied}
+        cache = view.local.hash_cache
+        record.hash_cache = {p: c for p, c in cache.items() if p not in rewritten}
     done = record.unreported + [(a.path, a.change) for a in applied]
     record.unreported = done if pull.options.for_hooks else []
     outcome.for_hooks = done
-    records.save(pull.ctx.basepath, record)
+    # A narrow pull read no hash cache: the one on disk stands (entries keyed by stat never
+    # vouch for a file it rewrote).
+    records.save(pull.ctx.basepath, record, cache=not view.narrow)
 
 
 def with_payload(tree: RemoteTree, entries: Sequence[KVEntry]) -> RemoteTree:
@@ -195,13 +208,13 @@ def with_payload(tree: RemoteTree, entries: Sequence[KVEntry]) -> RemoteTree:
 
 def local_revision(ctx: Context) -> int:
     """The revision this node's record says it synced."""
-    return records.load(ctx.basepath, ctx.prefix).revision
+    return records.load(ctx.basepath, ctx.prefix, cache=False).revision
 
 
 def hooks_done(ctx: Context) -> None:
     """The --exec hook has been handed what was applied: forget it."""
     with local_lock(ctx.basepath):
-        record = records.load(ctx.basepath, ctx.prefix)
+        record = records.load(ctx.basepath, ctx.prefix, cache=False)
         if record.unreported:
             record.unreported = []
-            records.save(ctx.basepath, record)
+            records.save(ctx.basepath, record, cache=False)

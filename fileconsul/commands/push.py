@@ -80,7 +80,7 @@ def push(ctx: Context, options: PushOptions | None = None) -> Outcome:
         with interrupts.finishing(ctx.notify, "the push"):
             advance(record, ready.plan, ready.actions, tree, ready.view.sides)
             record.hash_cache = view.local.hash_cache
-            records.save(ctx.basepath, record)
+            records.save(ctx.basepath, record, cache=True)
         outcome = Outcome(ready.actions, tree.revision, False, warnings, committed=head)
         outcome.left_to_pull = len(ready.plan.pull) + (
             0 if options.force else len(ready.plan.conflicts)

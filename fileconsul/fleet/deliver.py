@@ -258,7 +258,7 @@ def _report(ctx: Context, options: DeliverOptions, delivery: Delivery) -> report
         revision = outcome.revision if not outcome.held else outcome.previous_revision
     else:
         try:
-            revision = records.load(ctx.basepath, ctx.prefix).revision
+            revision = records.load(ctx.basepath, ctx.prefix, cache=False).revision
         except FileconsulError:
             revision = 0
     if error is not None:

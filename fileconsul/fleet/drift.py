@@ -124,7 +124,7 @@ def report(ctx: Context, node: str | None, paths: tuple[str, ...]) -> str | None
     except FileconsulError as exc:
         return f"fleet report not written ({exc})"
     if previous is None:
-        revision = records.load(ctx.basepath, ctx.prefix).revision
+        revision = records.load(ctx.basepath, ctx.prefix, cache=False).revision
         previous = reports.Report(name, revision, reports.now(), "ok")
     new = replace(
         previous,

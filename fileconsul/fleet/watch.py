@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -102,7 +103,9 @@ class WatchOptions:
     once: bool = False
     #: Longest blocking query: an idle watcher asks Consul once per `wait` seconds.
     wait: float = 300.0
-    min_interval: float = 0.05
+    #: At most this many deliveries in any second: a burst of commits is delivered as it
+    #: lands, an index that moves without end does not spin the loop (Consul's advice).
+    most_per_second: int = 20
     max_backoff: float = 30.0
     #: At most this many nodes apply a new revision at once, fleet-wide (None: no limit).
     max_parallel: int | None = None
@@ -121,7 +124,8 @@ class _Wake:
     others: bool = True
     #: The head read at the wake, handed to the delivery.
     head: Head | None = None
-    last_wake: float = 0.0
+    #: When the last deliveries began (time.monotonic()), the newest last.
+    wakes: deque[float] = field(default_factory=deque)
     backoff: float = 0.0
     #: A revision this node's --check rejected: it waits for the next one.
     rejected: int | None = None
@@ -152,7 +156,7 @@ def watch(
     Returns 0 when stopped by a signal; with `once`, the exit code of the one delivery.
     """
     metrics = metrics or Metrics()
-    metrics.holds(records.load(ctx.basepath, ctx.prefix).revision)
+    metrics.holds(records.load(ctx.basepath, ctx.prefix, cache=False).revision)
     wake = _Wake(drift=DriftWatch(options.drift_every, options.heal))
     try:
         while True:
@@ -196,7 +200,7 @@ def _deliver(
     metrics: Metrics,
     wake: _Wake,
 ) -> int | None:
-    wake.last_wake = time.monotonic()
+    wake.wakes.append(time.monotonic())
     if options.random_delay > 0:
         delay = random.uniform(0, options.random_delay)
         tell("delay", f"waiting {delay:.2f}s (--random-delay) before applying", seconds=delay)
@@ -326,7 +330,7 @@ def _block(ctx: Context, options: WatchOptions, stopper: Stopper, wake: _Wake) -
     # An index that went backwards (a restarted or restored cluster) is taken as it is: it is
     # never below 1, and the delivery reads afresh.
     wake.index, wake.pending = max(new_index, 1), True
-    stopper.sleep(max(0.0, wake.last_wake + options.min_interval - time.monotonic()))
+    _rate_limit(options, stopper, wake)
     wake.head, wake.others = _after(ctx, options, new_index)
 
 
@@ -344,7 +348,15 @@ def _block_halted(ctx: Context, options: WatchOptions, stopper: Stopper, wake: _
             return
     # Lifted, replaced, or a commit: read afresh from the listing, and look at everything.
     wake.held_by, wake.index, wake.head, wake.pending, wake.others = None, None, None, True, True
-    stopper.sleep(max(0.0, wake.last_wake + options.min_interval - time.monotonic()))
+    _rate_limit(options, stopper, wake)
+
+
+def _rate_limit(options: WatchOptions, stopper: Stopper, wake: _Wake) -> None:
+    """Sleep until a delivery now keeps to `most_per_second` over the last second."""
+    while len(wake.wakes) > options.most_per_second:
+        wake.wakes.popleft()
+    if len(wake.wakes) == options.most_per_second:
+        stopper.sleep(max(0.0, wake.wakes[0] + 1.0 - time.monotonic()))
 
 
 def _after(ctx: Context, options: WatchOptions, listing: int) -> tuple[Head | None, bool]:

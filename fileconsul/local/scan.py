@@ -3,10 +3,11 @@ mode; the hash cache spares reading files whose (size, mtime, inode) did not cha
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ _CHUNK = 1 << 20
 _RACY_NS = 100_000_000
 #: The setuid, setgid and sticky bits.
 _SPECIAL = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Scan:
 
 
 def stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def file_mode(st: os.stat_result) -> int:
@@ -83,9 +85,9 @@ def scan(root: Path, cache: Mapping[str, Cached] | None = None, keep_bytes: int 
         cached = cache.get(rel)
         if st.st_mode & _SPECIAL:
             result.special.append((rel, stat.S_IMODE(st.st_mode)))
-        if cached is not None and cached[1:] == (size, mtime, st.st_ino):
+        if cached is not None and cached[1:] == (size, mtime, st.st_ctime_ns, st.st_ino):
             # The common case, kept cheap: the cached entry and its hash serve as they are.
-            stats[rel] = (size, mtime, st.st_ino)
+            stats[rel] = (size, mtime, st.st_ctime_ns, st.st_ino)
             files[rel] = FileInfo(cached.hash, size, st.st_mode & 0o777)
             if mtime < racy:
                 hash_cache[rel] = cached
@@ -107,6 +109,77 @@ def scan(root: Path, cache: Mapping[str, Cached] | None = None, keep_bytes: int 
     result.leftovers.sort()
     result.special.sort()
     return result
+
+
+def scan_paths(root: Path, paths: Iterable[str]) -> Scan:
+    """The facts of `paths` alone (the ones a pull changes), each read and hashed, found
+    the way a scan finds files: never through a link, regular files only, the ignore rules
+    read. A path behind a link, or one that is a link, a directory or a device, is skipped
+    with its reason; a missing one is absent."""
+    result = Scan(rules=_ignore_spec(root))
+    opened: dict[str, int | None] = {}
+    try:
+        for rel in sorted(paths):
+            _scan_one(root, rel, result, opened)
+    finally:
+        for fd in opened.values():
+            if fd is not None and fd >= 0:
+                os.close(fd)
+    return result
+
+
+def _scan_one(root: Path, rel: str, result: Scan, opened: dict[str, int | None]) -> None:
+    parent_rel, _, name = rel.rpartition("/")
+    parent = _directory(root, parent_rel, opened)
+    if parent is None:
+        return
+    if parent == -1:
+        result.skipped.append((rel, "behind a symbolic link or a file, not followed"))
+        return
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        result.skipped.append((rel, "symbolic link, not followed"))
+        return
+    if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISDIR(st.st_mode):
+            result.skipped.append((rel, "not a regular file"))
+        return
+    if st.st_mode & _SPECIAL:
+        result.special.append((rel, stat.S_IMODE(st.st_mode)))
+    path = os.path.join(os.fspath(root), rel)
+    st, digest = _hash_stable(path, rel, st, None)
+    result.bytes_hashed += st.st_size
+    result.files[rel] = FileInfo(digest, st.st_size, file_mode(st))
+    result.stats[rel] = stat_key(st)
+
+
+def _directory(root: Path, rel_dir: str, opened: dict[str, int | None]) -> int | None:
+    """The descriptor of the directory `rel_dir` under `root`, opened one segment at a time
+    without following a link: None when it is missing, -1 when a link or a file is on the
+    way."""
+    if rel_dir in opened:
+        return opened[rel_dir]
+    if not rel_dir:
+        fd: int | None = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        up, _, name = rel_dir.rpartition("/")
+        parent = _directory(root, up, opened)
+        if parent is None or parent == -1:
+            fd = parent
+        else:
+            try:
+                fd = os.open(name, _NOFOLLOW_DIR, dir_fd=parent)
+            except FileNotFoundError:
+                fd = None
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise InvalidInput(f"cannot open {rel_dir} ({exc.strerror})") from exc
+                fd = -1
+    opened[rel_dir] = fd
+    return fd
 
 
 def _ignore_spec(root: Path) -> pathspec.GitIgnoreSpec | None:

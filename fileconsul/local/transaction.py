@@ -458,7 +458,7 @@ class Transaction:
         self._inside.clear()
 
 
-_NOT_A_FILE: StatKey = (-1, -1, -1)
+_NOT_A_FILE: StatKey = (-1, -1, -1, -1)
 
 
 def _umask() -> int:

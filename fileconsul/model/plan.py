@@ -9,7 +9,7 @@ reason; the commands raise it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -116,11 +116,18 @@ def sides(
     base: Mapping[str, FileInfo],
     record_exists: bool,
     tree: RemoteTree,
+    *,
+    checked: Collection[str] | None = None,
 ) -> Sides:
-    """The sides from this node's files, its ignore rules, its record's base and the tree."""
+    """The sides from this node's files, its ignore rules, its record's base and the tree.
+    With `checked`, only those paths are matched against the ignore rules (the rest were, by
+    the whole scan that made the base)."""
 
     def seen(files: Files) -> dict[str, FileInfo]:
-        return {p: i for p, i in files.items() if not ignored(p)}
+        if checked is None:
+            return {p: i for p, i in files.items() if not ignored(p)}
+        hidden = {p for p in checked if p in files and ignored(p)}
+        return {p: i for p, i in files.items() if p not in hidden} if hidden else dict(files)
 
     kept = seen(base)
     gone = tree.wiped or (
