@@ -33,7 +33,7 @@ import xxhash
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import fleet, ui  # noqa: E402
+from bench import fleet, replication, ui  # noqa: E402
 from tests.consul_agent import Agent, consul_binary  # noqa: E402
 
 FILE_SIZE = 4096
@@ -510,6 +510,15 @@ def main() -> None:
     parser.add_argument(
         "--ui-nodes", default="5000", help="fleet sizes of the dashboard case (reports planted)"
     )
+    parser.add_argument(
+        "--replication-sizes", default="1000,10000", help="tree sizes of the replication case"
+    )
+    parser.add_argument(
+        "--replication-commits",
+        type=int,
+        default=20,
+        help="one-file commits timed from dc1 to dc2 and dc3, per size",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--python",
@@ -526,6 +535,12 @@ def main() -> None:
     try:
         results, watch = _single_client(consul, work, opts)
         fleet_rows = _fleet(consul, opts)
+        replication_rows = replication.replication(
+            consul,
+            opts.python,
+            [int(n) for n in opts.replication_sizes.split(",")],
+            opts.replication_commits,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     dashboard = watch.pop("ui")
@@ -536,10 +551,12 @@ def main() -> None:
         "watch": watch,
         "fleet": fleet_rows,
         "ui": dashboard,
+        "replication": replication_rows,
     }
     print(table(results, watch))
     print(fleet.table(fleet_rows))
     print(ui.table(dashboard))
+    print(replication.table(replication_rows))
     if opts.json:
         opts.json.write_text(json.dumps(report, indent=2) + "\n")
 

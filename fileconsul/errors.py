@@ -13,6 +13,7 @@
     ├── IntegrityError               7  a value, a record, a manifest or the head is corrupt
     ├── CheckRejected                8  the --check command rejected the change
     ├── HookFailed                   9  the --exec command failed (the change stands)
+    ├── ReplicaRefused              10  a push or rollback into a replica of another datacenter
     └── Interrupted                130  Ctrl-C or SIGTERM
 
 Anything else that escapes is a bug: the CLI reports it in one line with exit 70.
@@ -85,6 +86,12 @@ class HookFailed(FileconsulError):
     stands."""
 
     exit_code = 9
+
+
+class ReplicaRefused(FileconsulError):
+    """The tree is a replica of another datacenter's: it is written by its replicator alone."""
+
+    exit_code = 10
 
 
 class Interrupted(FileconsulError):

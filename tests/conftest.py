@@ -98,7 +98,16 @@ class Node:
 
     def files(self) -> dict[str, bytes]:
         """Every regular file under the root but fileconsul's own directory and the
-        temporary files and directories of an interrupted pull (checked for separately)."""
+        temporary files and directories of an interrupted pull (checked for separately). A
+        snapshot taken while a watcher renames files in is taken again."""
+        for _ in range(50):
+            try:
+                return self._files()
+            except FileNotFoundError:
+                continue
+        return self._files()
+
+    def _files(self) -> dict[str, bytes]:
         found = {}
         for path in sorted(self.root.rglob("*")):
             rel = path.relative_to(self.root).as_posix()

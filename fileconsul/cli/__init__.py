@@ -7,6 +7,7 @@ import sys
 
 from fileconsul.cli import (
     history_commands,
+    replicate_command,
     rollout_commands,
     sync_commands,
     ui_command,
@@ -18,6 +19,7 @@ __all__ = [
     "cli",
     "history_commands",
     "main",
+    "replicate_command",
     "rollout_commands",
     "sync_commands",
     "ui_command",

@@ -158,6 +158,18 @@ NODE = click.option(
 MESSAGE = click.option(
     "-m", "--message", default="", metavar="TEXT", help="Why: kept in the commit record."
 )
+LOG_FORMAT = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="One timestamped line per event, or one JSON object per line.",
+)
+METRICS_ADDR = click.option(
+    "--metrics-addr",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics.",
+)
 
 
 # -- output -----------------------------------------------------------------------------------

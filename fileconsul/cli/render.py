@@ -257,6 +257,25 @@ def fleet_text(fleet: Fleet) -> str:
     return "\n".join(lines)
 
 
+def fleets_json(prefix: str, fleets: Sequence[tuple[str, Fleet]]) -> dict[str, Any]:
+    return {
+        "prefix": prefix,
+        "datacenters": [
+            {"datacenter": dc, "replica_of": fleet.source, **fleet_json(prefix, fleet)}
+            for dc, fleet in fleets
+        ],
+    }
+
+
+def fleets_text(fleets: Sequence[tuple[str, Fleet]]) -> str:
+    sections = []
+    for dc, fleet in fleets:
+        what = f" (a replica of {fleet.source})" if fleet.source else ""
+        body = fleet_text(fleet).replace("\n", "\n  ")
+        sections.append(f"Datacenter {dc}{what}:\n  {body}")
+    return "\n\n".join(sections)
+
+
 # -- history ----------------------------------------------------------------------------------
 
 

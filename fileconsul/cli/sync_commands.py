@@ -83,8 +83,14 @@ HOOK_OPTIONS = [
     help="List every node's state (current, lagging, failed, rejected or halted) and the "
     "revision it last applied.",
 )
+@click.option(
+    "--dcs",
+    metavar="DC,DC...",
+    help="With --fleet: the fleets of these datacenters (comma-separated, or 'all'), each "
+    "with its head and its source when it is a replica.",
+)
 @click.pass_context
-def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
+def status(ctx: click.Context, as_json: bool, show_fleet: bool, dcs: str | None) -> None:
     """Show what push and pull would change, conflicts, and what they would refuse.
 
     Exits 0 when in sync, 1 when there is something to push or pull, 4 on a conflict, 5 when a
@@ -95,7 +101,12 @@ def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
     Examples:
       fileconsul status --basepath /etc/consul-share
       fileconsul status --fleet --json
+      fileconsul status --fleet --dcs dc1,dc2,dc3
     """
+    if dcs:
+        if not show_fleet:
+            raise UsageError("--dcs goes with --fleet: fileconsul status --fleet --dcs dc1,dc2")
+        _fleets(ctx, [dc.strip() for dc in dcs.split(",") if dc.strip()], as_json)
     if show_fleet:
         with open_run(ctx, local=False) as (run, out):
             found = reports.read(run.client, run.prefix)
@@ -115,6 +126,20 @@ def status(ctx: click.Context, as_json: bool, show_fleet: bool) -> None:
     else:
         out.out(render.status_text(result.plan, **where, refusals=result.refusals))
     ctx.exit(result.exit_code)
+
+
+def _fleets(ctx: click.Context, dcs: list[str], as_json: bool) -> None:
+    """The fleets of several datacenters; exits 0 when every node of every one holds the
+    same head revision."""
+    with open_run(ctx, local=False) as (run, out):
+        found = reports.read_datacenters(run.settings.consul, run.prefix, dcs)
+    if as_json:
+        out.json(render.fleets_json(run.prefix, found))
+    else:
+        out.out(render.fleets_text(found))
+    revisions = {fleet.revision for _, fleet in found}
+    in_step = len(revisions) == 1 and all(fleet.all_current for _, fleet in found)
+    ctx.exit(0 if in_step else EXIT_CHANGES)
 
 
 @cli.command()

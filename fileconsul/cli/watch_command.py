@@ -9,7 +9,16 @@ from contextlib import contextmanager
 import click
 
 from fileconsul.cli import render
-from fileconsul.cli.base import MAX_DELETE, NODE, cli, common_options, open_run, stack
+from fileconsul.cli.base import (
+    LOG_FORMAT,
+    MAX_DELETE,
+    METRICS_ADDR,
+    NODE,
+    cli,
+    common_options,
+    open_run,
+    stack,
+)
 from fileconsul.cli.events import Events
 from fileconsul.cli.sync_commands import HOOK_OPTIONS, NO_REPORT, deliver_options
 from fileconsul.commands import pull, push
@@ -84,18 +93,8 @@ from fileconsul.store.client import ConsulClient
     help="Put a drifted file back to its committed version (through --check and --exec, "
     "like any apply), and log it.",
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="One timestamped line per event, or one JSON object per line.",
-)
-@click.option(
-    "--metrics-addr",
-    metavar="HOST:PORT",
-    help="Serve Prometheus metrics at http://HOST:PORT/metrics.",
-)
+@LOG_FORMAT
+@METRICS_ADDR
 @click.pass_context
 def watch_command(
     ctx: click.Context,

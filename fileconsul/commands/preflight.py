@@ -8,9 +8,10 @@ from collections.abc import Sequence
 
 from fileconsul.commands.context import Context
 from fileconsul.commands.pipeline import View
-from fileconsul.errors import InvalidInput
+from fileconsul.errors import InvalidInput, ReplicaRefused
 from fileconsul.local.scan import IGNORE_FILE, Scan
 from fileconsul.model import plan as planner
+from fileconsul.model import replica
 from fileconsul.model.paths import META_SUFFIX
 from fileconsul.model.plan import Action, Plan
 from fileconsul.model.tree import RemoteTree
@@ -74,6 +75,14 @@ def _has_tree(ctx: Context, prefix: str) -> bool:
         if key in names:
             return True
     return False
+
+
+def refuse_replica(tree: RemoteTree) -> None:
+    """ReplicaRefused when the tree is a replica of another datacenter's: only its
+    replicator commits there (the commit checks it again, against a race)."""
+    refused = replica.refusal(tree.head, tree.prefix)
+    if refused is not None:
+        raise ReplicaRefused(refused)
 
 
 #: Why a file with a special bit is refused.

@@ -46,6 +46,7 @@ def push(ctx: Context, options: PushOptions | None = None) -> Outcome:
     options = options or PushOptions()
     with changing(ctx) as record:
         view = look(ctx, record, push=True)
+        preflight.refuse_replica(view.tree)
         preflight.refuse_unsafe_names(view.local)
         preflight.refuse_nested(ctx, view.tree)
         ready = _plan(view, options)

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from fileconsul.commands.context import Context
 from fileconsul.commands.history import Past, contents, past
 from fileconsul.commands.outcome import Outcome
-from fileconsul.commands.preflight import refuse_too_large
+from fileconsul.commands.preflight import refuse_replica, refuse_too_large
 from fileconsul.errors import ConflictError, IntegrityError, InvalidInput
 from fileconsul.model import plan as planner
 from fileconsul.model.facts import classify
 from fileconsul.model.plan import Action
 from fileconsul.model.tree import RemoteTree
-from fileconsul.store import commit, prepare
+from fileconsul.store import commit, prepare, read
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,9 @@ def rollback(ctx: Context, revision: int, options: RollbackOptions) -> Outcome:
     files it did not have deleted. A commit like any push (check-and-set on the head, the
     delete cap); this node's files are not touched. ConflictError when another commit lands
     first."""
-    back = past(ctx, revision)
+    tree = read.read(ctx.client, ctx.prefix, lock_wait=ctx.lock_wait, stale=ctx.stale)
+    refuse_replica(tree)
+    back = past(ctx, revision, known=tree)
     planned_at = back.tree.revision
 
     def replan(fresh: RemoteTree) -> prepare.Prepared:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from fileconsul.config import ConsulSettings
 from fileconsul.errors import FileconsulError
 from fileconsul.fleet.rollout import Halt, halted
 from fileconsul.model.tree import KVEntry
@@ -82,6 +84,8 @@ class Fleet:
     nodes: list[FleetNode]
     #: The head revision's halt, when its rollout was stopped.
     halt: Halt | None = None
+    #: The datacenter this tree is a replica of, when it is one.
+    source: str | None = None
 
     @property
     def all_current(self) -> bool:
@@ -101,17 +105,35 @@ def read(client: ConsulClient, prefix: str) -> Fleet:
     head = read_head(client, prefix)
     revision = head.revision if head else 0
     entries, _ = client.recurse(nodes_prefix(prefix))
-    return fleet_of(prefix, revision, entries, halted(client, prefix, revision))
+    fleet = fleet_of(prefix, revision, entries, halted(client, prefix, revision))
+    return replace(fleet, source=head.source if head else None)
 
 
-def fleet_of(prefix: str, revision: int, entries: list[KVEntry], halt: Halt | None) -> Fleet:
-    """The fleet from the head's revision, the entries under `nodes/` and the halt."""
+def fleet_of(
+    prefix: str, revision: int, entries: list[KVEntry], halt: Halt | None, source: str | None = None
+) -> Fleet:
+    """The fleet from the head's revision, the entries under `nodes/` and the halt (and the
+    datacenter it is a replica of)."""
     nodes = []
     for entry in entries:
         parsed = _parse(entry.key[len(nodes_prefix(prefix)) :], entry.value)
         nodes.append(FleetNode(parsed, _state(parsed, revision)))
     live = halt if halt is not None and halt.revision == revision else None
-    return Fleet(revision, sorted(nodes, key=lambda n: n.report.node), live)
+    return Fleet(revision, sorted(nodes, key=lambda n: n.report.node), live, source)
+
+
+def read_datacenters(
+    settings: ConsulSettings, prefix: str, dcs: Sequence[str]
+) -> list[tuple[str, Fleet]]:
+    """The fleet of each of `dcs` (`all`: every datacenter Consul knows), in that order."""
+    if list(dcs) == ["all"]:
+        with ConsulClient(settings) as client:
+            dcs = sorted(client.datacenters())
+    found = []
+    for dc in dcs:
+        with ConsulClient(replace(settings, dc=dc)) as client:
+            found.append((dc, read(client, prefix)))
+    return found
 
 
 def _state(report: Report, revision: int) -> NodeState:

@@ -20,9 +20,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fileconsul.errors import ConflictError, FileconsulError, InvalidInput, PermissionDenied
-from fileconsul.model.tree import KVEntry
+from fileconsul.model.tree import KVEntry, parse_head
 from fileconsul.store.client import ConsulClient, TxnFailed, kv_delete_cas
-from fileconsul.store.layout import halt_key, head_and_halt_prefix, holders_key, slots_prefix
+from fileconsul.store.layout import (
+    halt_key,
+    head_and_halt_prefix,
+    head_key,
+    holders_key,
+    slots_prefix,
+)
 from fileconsul.store.read import read_head
 
 #: Seconds of a slot session's TTL (Consul's least); renewed at a third of it while held.
@@ -196,10 +202,16 @@ def can_halt(client: ConsulClient, prefix: str) -> bool:
 
 def still_halted(client: ConsulClient, prefix: str, held: Halt, *, stale: bool) -> int | None:
     """The index to block from while held back by `held`, on the head and the halt together;
-    None when it was lifted already (deleted or replaced)."""
+    None when it was lifted already (deleted, replaced, or a commit moved the head past it
+    since the delivery: its index is already in this one, so a query from it would miss it)."""
     entries, index = client.recurse(head_and_halt_prefix(prefix), stale=stale)
     found = next((read_halt(e) for e in entries if e.key == halt_key(prefix)), None)
-    return index if found == held else None
+    head = next((e for e in entries if e.key == head_key(prefix)), None)
+    try:
+        moved = head is not None and parse_head(head).revision != held.revision
+    except FileconsulError:
+        moved = True  # a head that does not parse is the delivery's to report
+    return index if found == held and not moved else None
 
 
 def wait_on_halt(client: ConsulClient, prefix: str, index: int, wait: float, *, stale: bool) -> int:

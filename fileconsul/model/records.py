@@ -168,6 +168,8 @@ class Head:
     #: was lost numbers its revisions after the old ones, and never reads them.
     history: str = ""
     since: int = 1
+    #: The datacenter this tree is a replica of (its replicator alone commits here).
+    source: str | None = None
 
     @property
     def revision(self) -> int:
@@ -182,6 +184,8 @@ class Head:
             "since": self.since,
             "changes": _encode_changes(self.commit.changes) if self.inline else None,
         }
+        if self.source is not None:
+            body["replica_of"] = self.source
         return json.dumps(body, separators=(",", ":")).encode()
 
     def genesis(self) -> bytes:
@@ -202,10 +206,11 @@ class Head:
         try:
             keep, oldest = int(data["keep"]), int(data["oldest"])
             history, since = str(data.get("history") or ""), int(data.get("since") or 1)
+            source = None if data.get("replica_of") is None else str(data["replica_of"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed head: {exc!r}") from exc
         inline = data.get("changes") is not None
-        return cls(commit, inline, keep, oldest, index, history, since)
+        return cls(commit, inline, keep, oldest, index, history, since, source)
 
 
 class Author(NamedTuple):

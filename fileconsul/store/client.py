@@ -149,6 +149,7 @@ class ConsulClient:
     ) -> None:
         self.settings = settings
         self.bytes_received = 0
+        self.bytes_sent = 0
         self.requests = 0
         # Pushes and pulls keep several transactions in flight from worker threads.
         self._counting = threading.Lock()
@@ -168,6 +169,8 @@ class ConsulClient:
             timeout=settings.timeout,
         )
         self._agent: dict[str, Any] | None = None
+        #: Where sessions are made, when not on the agent's own node (another datacenter).
+        self._session_node: dict[str, Any] = {}
 
     def close(self) -> None:
         self._http.close()
@@ -231,6 +234,7 @@ class ConsulClient:
         with self._counting:
             self.requests += 1
             self.bytes_received += response.num_bytes_downloaded
+            self.bytes_sent += len(content or b"")
         if response.is_success or response.status_code in allow:
             return response
         raise self._status_error(method, path, response)
@@ -433,16 +437,37 @@ class ConsulClient:
 
     # -- sessions ---------------------------------------------------------------------------
 
+    def datacenters(self) -> list[str]:
+        """Every datacenter the agent knows of, through WAN federation."""
+        return [str(dc) for dc in self.request("GET", "/v1/catalog/datacenters").json()]
+
     def session_create(self, name: str, *, ttl: int, behavior: str = "delete") -> str:
-        body = json.dumps(
-            {"Name": name, "TTL": f"{ttl}s", "Behavior": behavior, "LockDelay": "0s"}
-        ).encode()
-        response = self.request("PUT", "/v1/session/create", content=body)
+        """A session that ends with its TTL. In a datacenter other than the agent's (`--dc`),
+        the agent's node is not in that datacenter's catalog: the session is made on a node
+        of it instead, with no health check, so that its TTL alone ends it."""
+        fields = {"Name": name, "TTL": f"{ttl}s", "Behavior": behavior, "LockDelay": "0s"}
+        body = json.dumps({**fields, **self._session_node}).encode()
+        response = self.request("PUT", "/v1/session/create", content=body, allow=(500,))
+        if response.status_code == 500:
+            if "Missing node registration" not in response.text or self._session_node:
+                raise self._status_error("PUT", "/v1/session/create", response)
+            self._session_node = {"Node": self._catalog_node(), "Checks": []}
+            return self.session_create(name, ttl=ttl, behavior=behavior)
         session_id: str = response.json()["ID"]
         return session_id
 
-    def session_renew(self, session_id: str) -> None:
-        self.request("PUT", f"/v1/session/renew/{quote(session_id)}")
+    def _catalog_node(self) -> str:
+        nodes = self.request("GET", "/v1/catalog/nodes").json()
+        if not nodes:
+            raise ConsulUnavailable(
+                f"datacenter {self.settings.dc} has no node to hold a session; retry later"
+            )
+        return str(sorted(n["Node"] for n in nodes)[0])
+
+    def session_renew(self, session_id: str) -> bool:
+        """Renew a session; False when it is gone (its TTL ran out, or it was destroyed)."""
+        response = self.request("PUT", f"/v1/session/renew/{quote(session_id)}", allow=(404,))
+        return response.status_code != 404
 
     def session_destroy(self, session_id: str) -> None:
         self.request("PUT", f"/v1/session/destroy/{quote(session_id)}")

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import replace
 
-from fileconsul.errors import ConflictError, FileconsulError
+from fileconsul.errors import ConflictError, FileconsulError, ReplicaRefused
+from fileconsul.model import replica
 from fileconsul.model.facts import content_hash, hash_to_flags
 from fileconsul.model.records import Head
 from fileconsul.model.tree import RemoteTree
@@ -80,12 +81,16 @@ def commit(
     progress: Progress = no_progress,
     notify: Callable[[str], None] = lambda text: None,
     sending: Callable[[], AbstractContextManager[object]] = nullcontext,
+    into_replica: bool = False,
 ) -> tuple[Prepared, Head]:
     """Commit `prepared`: as one transaction when it is small, else under the lock. Under the
     lock, a push that died without committing is undone first, and when the tree moved since
     `prepared` was planned, `replan` plans again on it (without one: ConflictError). What was
     committed, and its head. `sending` wraps what writes the commit (the wait for the lock
-    is outside it: nothing is sent yet); `notify` hears what the caller should say."""
+    is outside it: nothing is sent yet); `notify` hears what the caller should say. A replica
+    of another datacenter refuses it (ReplicaRefused), unless it is its replicator's
+    (`into_replica`)."""
+    _refuse_replica(prepared.tree, into_replica)
     if fits_one_txn(prepared):
         with sending():
             head = write_unlocked(client, prepared)
@@ -94,6 +99,7 @@ def commit(
     prefix = prepared.tree.prefix
     with push_lock(client, prefix, lock_wait) as lease:
         fresh = _read_locked(client, prepared.tree, lease.session, lock_wait)
+        _refuse_replica(fresh, into_replica)
         if not _plans_like(fresh, prepared.tree):
             if replan is None:
                 raise ConflictError(
@@ -104,6 +110,19 @@ def commit(
             prepared = replan(fresh)
         with sending(), progress(label, len(prepared.files)) as step:
             return prepared, write_locked(client, lease, prepared, step, notify)
+
+
+def _refuse_replica(tree: RemoteTree, into_replica: bool) -> None:
+    refused = None if into_replica else replica.refusal(tree.head, tree.prefix)
+    if refused is not None:
+        raise ReplicaRefused(refused)
+
+
+def recover(client: ConsulClient, tree: RemoteTree, lock_wait: float) -> RemoteTree:
+    """Under the lock, undo a push that died without committing (its record names it); the
+    tree as it then stands."""
+    with push_lock(client, tree.prefix, lock_wait) as lease:
+        return _read_locked(client, tree, lease.session, lock_wait)
 
 
 def _read_locked(

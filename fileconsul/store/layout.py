@@ -117,6 +117,11 @@ def head_and_halt_prefix(prefix: str) -> str:
     return meta_prefix(prefix) + "h"
 
 
+def replicator_key(prefix: str) -> str:
+    """In a replica: the lock of the one replicator that writes it, held by its session."""
+    return meta_prefix(prefix) + "replicator"
+
+
 # The first format kept its manifest inside the tree and its lock and reports beside it: read
 # (and, by the next push, upgraded), never written.
 

@@ -16,12 +16,10 @@ from fileconsul.model.manifest import digest, encode
 from fileconsul.model.plan import Action
 from fileconsul.model.records import Author, Change, Commit, Head
 from fileconsul.model.tree import RemoteTree, clashes
-from fileconsul.store.batching import batches
-from fileconsul.store.client import TXN_MAX_OPS, ConsulClient
+from fileconsul.store.client import ConsulClient
 from fileconsul.store.layout import blob_key, content_key, file_key, log_key, manifest_key
+from fileconsul.store.read import find_contents
 
-#: Bytes of values read per transaction (the contents a commit replaces).
-_READ_BATCH = 4 * 1024 * 1024
 #: Reads a local file's bytes for a push (its relative path): the bytes the store sends when
 #: the plan did not keep them, checked against the planned hash before they go.
 Source = Callable[[str], bytes]
@@ -210,19 +208,13 @@ def _read_contents(
     """The committed content of each change's old state, by hash, where it can still be
     read: a value read already, the key itself, or where a push that did not commit kept it."""
     found: dict[str, bytes] = {}
-    wanted: list[tuple[str, str]] = []
+    wanted: dict[str, list[str]] = {}
     for change in changes:
         assert change.old is not None
         value = tree.values.get(change.path)
         if value is not None and content_hash(value) == change.old.hash:
             found[change.old.hash] = value
         else:
-            wanted.append((content_key(tree, change.path), change.old.hash))
+            wanted.setdefault(change.old.hash, []).append(content_key(tree, change.path))
     sizes = {c.old.hash: c.old.size for c in changes if c.old is not None}
-    for batch in batches(wanted, lambda w: sizes[w[1]], count=TXN_MAX_OPS, total=_READ_BATCH):
-        values = client.values_of([key for key, _ in batch])
-        for key, digest_ in batch:
-            value = values.get(key)
-            if value is not None and content_hash(value) == digest_:
-                found[digest_] = value
-    return found
+    return {**find_contents(client, wanted, sizes), **found}

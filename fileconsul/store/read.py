@@ -12,7 +12,7 @@ and values written by another tool are taken, to be adopted by the next push.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 from typing import NamedTuple
 
@@ -31,7 +31,8 @@ from fileconsul.model.tree import (
     parse_head,
     split_keys,
 )
-from fileconsul.store.client import ConsulClient, TxnFailed, kv_get, kv_get_tree
+from fileconsul.store.batching import batches
+from fileconsul.store.client import TXN_MAX_OPS, ConsulClient, TxnFailed, kv_get, kv_get_tree
 from fileconsul.store.layout import (
     genesis_key,
     head_key,
@@ -48,6 +49,8 @@ from fileconsul.store.lock import wait_for_lock
 
 #: Records read per transaction while a node catches up.
 _RECORDS_PER_TXN = 16
+#: Bytes of values read per transaction (contents looked up by hash).
+READ_BATCH = 4 * 1024 * 1024
 
 
 class _Moved(Exception):
@@ -254,13 +257,23 @@ def read_commits(
 ) -> Iterator[Commit]:
     """The records of `revisions`, in order. TxnFailed when one is not kept, IntegrityError
     when one is corrupt."""
+    for commit, _ in read_records(client, prefix, revisions, stale):
+        yield commit
+
+
+def read_records(
+    client: ConsulClient, prefix: str, revisions: Sequence[int], stale: bool = False
+) -> Iterator[tuple[Commit, bytes]]:
+    """The records of `revisions`, in order, each with its value as it is stored. TxnFailed
+    when one is not kept, IntegrityError when one is corrupt."""
     for start in range(0, len(revisions), _RECORDS_PER_TXN):
         chunk = revisions[start : start + _RECORDS_PER_TXN]
         entries = client.txn_entries([kv_get(log_key(prefix, r)) for r in chunk], stale=stale)
         by_key = {e.key: e for e in entries}
         for revision in chunk:
             key = log_key(prefix, revision)
-            yield decode_record(key, by_key[key].value, revision)
+            value = by_key[key].value
+            yield decode_record(key, value, revision), value
 
 
 def decode_record(key: str, value: bytes, revision: int) -> Commit:
@@ -285,6 +298,30 @@ def manifest_readable(client: ConsulClient, prefix: str, head: Head) -> bool:
     except _Moved:
         return True
     return True
+
+
+def find_contents(
+    client: ConsulClient,
+    wanted: Mapping[str, Sequence[str]],
+    sizes: Mapping[str, int],
+    *,
+    stale: bool = False,
+) -> dict[str, bytes]:
+    """The bytes of each content hash in `wanted`, from the first of its keys that holds
+    them (each value checked against its hash), read in transactions; a hash that none of
+    its keys holds is left out. `sizes` are the contents' sizes, by hash."""
+    found: dict[str, bytes] = {}
+    pending = {digest_: list(keys) for digest_, keys in wanted.items() if keys}
+    while pending:
+        asked = [(keys[0], digest_) for digest_, keys in pending.items()]
+        for batch in batches(asked, lambda a: sizes[a[1]], count=TXN_MAX_OPS, total=READ_BATCH):
+            values = client.values_of([key for key, _ in batch], stale=stale)
+            for key, digest_ in batch:
+                value = values.get(key)
+                if value is not None and content_hash(value) == digest_:
+                    found[digest_] = value
+        pending = {d: keys[1:] for d, keys in pending.items() if d not in found and keys[1:]}
+    return found
 
 
 def read_manifest(

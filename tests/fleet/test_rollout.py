@@ -15,7 +15,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import KV, Node
+from fileconsul.fleet import rollout
+from tests.conftest import KV, Node, library_run
 from tests.processes import background, fileconsul_args, wait_until
 
 
@@ -272,3 +273,25 @@ def test_random_delay_waits_before_applying(make_node: Any) -> None:
     delays = [e["seconds"] for e in events if e["event"] == "delay"]
     assert delays
     assert all(0 <= s <= 1.5 for s in delays)
+
+
+def test_a_watcher_held_by_a_halt_is_let_go_by_a_commit_that_landed_before_it_blocked(
+    make_node: Any,
+) -> None:
+    """A watcher held back at a halted revision blocks on the head and the halt from the
+    index it reads after the delivery; a fix committed in between is already in that index,
+    so the halt must count as lifted, or the watcher would wait for the next change."""
+    a = make_node("a")
+    for text in ("one\n", "two\n"):
+        a.write("app.conf", text)
+        assert a.run("push").exit_code == 0
+    run = library_run(a)
+    try:
+        stop = rollout.Halt(2, "picky", time.time(), "--check exited 1")
+        rollout.halt(run.client, a.prefix, stop)
+        assert rollout.still_halted(run.client, a.prefix, stop, stale=False) is not None
+        a.write("app.conf", "three\n")
+        assert a.run("push").exit_code == 0
+        assert rollout.still_halted(run.client, a.prefix, stop, stale=False) is None
+    finally:
+        run.client.close()

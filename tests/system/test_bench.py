@@ -53,6 +53,10 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
             "1",
             "--ui-nodes",
             "50",
+            "--replication-sizes",
+            "100",
+            "--replication-commits",
+            "3",
             "--json",
             str(out),
         ],
@@ -88,3 +92,9 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
     assert dashboard["page / floor page"] > 0
     assert dashboard["json / floor recurse"] > 0
     assert "dashboard (fileconsul ui)" in result.stdout
+    (replicated,) = report["replication"]
+    assert (replicated["files"], replicated["commits"]) == (100, 3)
+    assert replicated["p99_ms"] >= replicated["p50_ms"] > 0
+    # A one-file revision takes about that file from the source, not the tree (100 of 4 KiB).
+    assert 4096 < replicated["from_source_bytes_per_revision"] < 100 * 4096
+    assert "replication:" in result.stdout
