@@ -33,7 +33,7 @@ import xxhash
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import fleet, replication, ui  # noqa: E402
+from bench import delivery, fleet, replication, ui  # noqa: E402
 from tests.consul_agent import Agent, consul_binary  # noqa: E402
 
 FILE_SIZE = 4096
@@ -468,6 +468,8 @@ def _single_client(
         results = [run_size(bench, int(n), opts.runs) for n in opts.sizes.split(",")]
         watch = watch_latency(bench, opts.watch_pushes)
         bench.http.close()
+        sizes = [int(n) for n in opts.delivery_sizes.split(",") if n]
+        watch["delivery"] = delivery.delivery(agent.url, sizes, opts.delivery_pushes)
         counts = [int(n) for n in opts.ui_nodes.split(",") if n]
         watch["ui"] = ui.measure(agent.addr, opts.python, counts, opts.runs)
         return results, watch
@@ -498,6 +500,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--watch-pushes", type=int, default=50)
+    parser.add_argument(
+        "--delivery-sizes", default="100,10000", help="tree sizes of the delivery case"
+    )
+    parser.add_argument(
+        "--delivery-pushes", type=int, default=30, help="one-file pushes per delivery size"
+    )
     parser.add_argument("--fleet-sizes", default="1000,10000", help="tree sizes of the fleet case")
     parser.add_argument("--watchers", default="10,30", help="watcher counts of the fleet case")
     parser.add_argument("--fleet-pushes", type=int, default=5)
@@ -544,16 +552,19 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     dashboard = watch.pop("ui")
+    deliveries = watch.pop("delivery")
     report = {
         "consul": version.splitlines()[0],
         "runs": opts.runs,
         "sizes": results,
         "watch": watch,
+        "delivery": deliveries,
         "fleet": fleet_rows,
         "ui": dashboard,
         "replication": replication_rows,
     }
     print(table(results, watch))
+    print(delivery.table(deliveries))
     print(fleet.table(fleet_rows))
     print(ui.table(dashboard))
     print(replication.table(replication_rows))

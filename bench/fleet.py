@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The last commit of the first format: watchers that block on the whole prefix and read the
 #: manifest on every change.
 BASELINE_COMMIT = "de9e2fa"
+#: The last commit before a delivery read only what it changes: watchers that block on the
+#: head, and scan the whole tree and rewrite the whole record on each delivery.
+WHOLE_TREE_COMMIT = "7345f13"
 FILE_SIZE = 4096
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -58,17 +61,18 @@ def idle_rate(pid: int, seconds: float = 10.0) -> float:
     return (after.cpu - before.cpu) / (after.at - before.at)
 
 
-def baseline_code(work: Path) -> Path | None:
-    """The first format's fileconsul package, unpacked from git; None when git cannot say."""
+def baseline_code(work: Path, commit: str = BASELINE_COMMIT) -> Path | None:
+    """The fileconsul package of `commit` (by default the first format's), unpacked from git;
+    None when git cannot say."""
     try:
         archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", BASELINE_COMMIT, "fileconsul"],
+            ["git", "-C", str(ROOT), "archive", commit, "fileconsul"],
             capture_output=True,
             check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
-    target = work / "baseline"
+    target = work / f"baseline-{commit}"
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
     return target
@@ -265,6 +269,10 @@ def fleet(
     work = Path(tempfile.mkdtemp(prefix="fleet-"))
     try:
         designs = [Design("fileconsul", "", "{prefix}.fileconsul/head")]
+        whole = baseline_code(work, WHOLE_TREE_COMMIT)
+        if whole is not None:
+            name = f"whole-tree deliveries ({WHOLE_TREE_COMMIT})"
+            designs.append(Design(name, str(whole), "{prefix}.fileconsul/head"))
         old = baseline_code(work)
         if old is not None:
             name = f"before revisions ({BASELINE_COMMIT})"

@@ -61,13 +61,16 @@ class Plan:
         return self.pushes(force=force) if side == "push" else self.pulls(force=force)
 
 
-def plan(local: Files, base: Files, remote: Files) -> Plan:
+def plan(local: Files, base: Files, remote: Files, moved: Collection[str] | None = None) -> Plan:
+    """The plan of every path whose state differs somewhere (`moved`, when the caller knows
+    them: every other path is the same on the three sides)."""
     result = Plan()
-    # Only paths whose state differs somewhere can move; on a large quiet tree that is few,
-    # and the set difference of the items finds them without a loop in Python.
-    moved = {p for p, _ in local.items() ^ base.items()} | {
-        p for p, _ in remote.items() ^ base.items()
-    }
+    if moved is None:
+        # On a large quiet tree few paths differ, and the set difference of the items finds
+        # them without a loop in Python.
+        moved = {p for p, _ in local.items() ^ base.items()} | {
+            p for p, _ in remote.items() ^ base.items()
+        }
     for path in sorted(moved):
         here, was, there = local.get(path), base.get(path), remote.get(path)
         local_change, remote_change = classify(was, here), classify(was, there)
@@ -100,6 +103,8 @@ class Sides:
     newly_ignored: list[str]
     #: The files under the prefix were deleted by another tool (not by a commit).
     gone: bool
+    #: The only paths that may differ between the sides, when the scan looked at no other.
+    moved: frozenset[str] | None = None
 
     def changing(self, side: Side) -> Mapping[str, FileInfo]:
         """The tree a plan changes on `side` (Consul's for a push, this node's for a pull):
@@ -107,7 +112,7 @@ class Sides:
         return self.remote if side == "push" else self.local
 
     def planned(self) -> Plan:
-        return plan(self.local, self.base, self.remote)
+        return plan(self.local, self.base, self.remote, self.moved)
 
 
 def sides(
@@ -139,7 +144,9 @@ def sides(
         and bool(base)
     )
     newly_ignored = sorted(set(base) - set(kept))
-    return Sides(local, kept, dict(kept) if gone else seen(tree.files), newly_ignored, gone)
+    remote = dict(kept) if gone else seen(tree.files)
+    moved = None if checked is None or gone else frozenset(checked)
+    return Sides(local, kept, remote, newly_ignored, gone, moved)
 
 
 def recreating(seen: Sides) -> Sides:

@@ -38,7 +38,11 @@ def in_flight(
     work: Callable[[_T], _R], items: Sequence[_T], *, depth: int, name: str
 ) -> Generator[_R]:
     """`work(item)` for each item, results in order, up to `depth` of them running at once.
-    Closing the generator early cancels what has not started."""
+    Closing the generator early cancels what has not started. A single item runs here: a
+    thread would only cost its start (what most deliveries carry is one batch)."""
+    if len(items) == 1:
+        yield work(items[0])
+        return
     with ThreadPoolExecutor(max_workers=depth, thread_name_prefix=name) as pool:
         pending: deque[Future[_R]] = deque()
         try:

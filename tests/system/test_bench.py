@@ -57,6 +57,10 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
             "100",
             "--replication-commits",
             "3",
+            "--delivery-sizes",
+            "100",
+            "--delivery-pushes",
+            "3",
             "--json",
             str(out),
         ],
@@ -81,6 +85,10 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
     assert held["by_kind"]["blobs"]["bytes"] >= 99 * 4096  # each replaced value kept once
     assert report["watch"]["pushes"] == 3
     assert "first push" in result.stdout
+    deliveries = {row["design"].split()[0]: row for row in report["delivery"]}
+    assert set(deliveries) >= {"fileconsul", "whole-tree"}
+    assert deliveries["fileconsul"]["pushes"] == 3
+    assert deliveries["fileconsul"]["p50_ms"] > 0
     fleet = {row["design"].split()[0]: row for row in report["fleet"]}
     assert set(fleet) >= {"fileconsul"}
     assert fleet["fileconsul"]["watchers"] == 3
