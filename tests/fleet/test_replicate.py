@@ -32,6 +32,9 @@ from tests.processes import Background, background, fileconsul_args, wait_until
 #: The replicators' HTTP timeout: a frozen source fails their requests fast.
 FAST = {**os.environ, "FILECONSUL_HTTP_TIMEOUT": "1"}
 
+# The agents of this module listen on fixed loopback addresses: one worker runs them all.
+pytestmark = pytest.mark.xdist_group("federation")
+
 
 @pytest.fixture(scope="module")
 def federation(consul_bin: str) -> Iterator[Federation]:

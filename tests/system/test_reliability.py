@@ -19,6 +19,9 @@ from tests.conftest import KV, Node
 from tests.consul_agent import Agent, Cluster
 from tests.processes import Background, background, fileconsul_args, wait_until
 
+# The agents of this module listen on fixed loopback addresses: one worker runs them all.
+pytestmark = pytest.mark.xdist_group("cluster")
+
 
 @pytest.fixture(scope="module")
 def cluster(consul_bin: str) -> Iterator[Cluster]:
