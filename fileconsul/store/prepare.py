@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from fileconsul.errors import ConflictError, InvalidInput
@@ -15,7 +15,10 @@ from fileconsul.model.facts import FileInfo, Files, content_hash, update
 from fileconsul.model.manifest import digest, encode
 from fileconsul.model.plan import Action
 from fileconsul.model.records import Author, Change, Commit, Head
+from fileconsul.model.seal import Sealed, Verified, revision_id, sign
+from fileconsul.model.signing import SecretKey
 from fileconsul.model.tree import RemoteTree, clashes
+from fileconsul.store import sealed
 from fileconsul.store.client import ConsulClient
 from fileconsul.store.layout import blob_key, content_key, file_key, log_key, manifest_key
 from fileconsul.store.read import find_contents
@@ -77,6 +80,8 @@ class Prepared:
     limit: int
     #: Where the bytes of a file write without a value come from.
     source: Source | None = None
+    #: A signed commit: what this node holds once it is committed.
+    verified: Verified | None = None
 
     @property
     def revision(self) -> int:
@@ -124,10 +129,14 @@ def prepare(
     message: str,
     keep: int,
     rollback_of: int | None = None,
+    signer: SecretKey | None = None,
+    put_back: Sequence[str] = (),
 ) -> Prepared:
     """The commit of `actions` on `tree` (keys another tool wrote are adopted with it):
     its record, head, manifest, the keys it writes and the contents it replaces. A file's
-    bytes are `contents[path]`, else read from `source` as they are sent."""
+    bytes are `contents[path]`, else read from `source` as they are sent. With `signer`, the
+    commit is sealed and its head signed, and the keys of `put_back` (foreign writes on a
+    signed tree) are set back to the tree's content (from `source`) or deleted."""
     prefix = tree.prefix
     after = files_after(tree.files, actions)
     clashing = clashes(after)
@@ -146,9 +155,13 @@ def prepare(
         for p in sorted(tree.adopt - changed)
         if p in tree.values and p in after
     ]
+    files += [
+        write_of(file_key(prefix, p), after.get(p), None, p) for p in put_back if p not in changed
+    ]
     changes = records.diff(tree.committed, after)
     revision = tree.next_revision
-    if tree.head is not None and not tree.unknown:
+    follows_head = tree.verified is None or tree.verified.revision == tree.revision
+    if tree.head is not None and not tree.unknown and follows_head:
         new_digest = records.digest_after(tree.head.commit.digest, changes)
     else:
         new_digest = digest(after)
@@ -168,6 +181,37 @@ def prepare(
     else:
         head = records.new_head(commit, keep=keep, history=secrets.token_hex(8), since=revision)
     kept = _kept(client, tree, changes, revision, keep)
+    if signer is None:
+        manifest = encode(after, revision, max_size=limit)
+        return Prepared(
+            tree,
+            after,
+            commit,
+            head,
+            files,
+            kept,
+            manifest,
+            commit.encode(max_size=limit),
+            limit,
+            source,
+        )
+
+    def bytes_of(path: str) -> bytes:
+        known = contents.get(path)
+        if known is not None:
+            return known
+        assert source is not None
+        return source(path)
+
+    sealing = sealed.seal_commit(
+        client, prefix, commit, after, tree.verified, bytes_of, limit=limit
+    )
+    revision_hash = revision_id(prefix, head.history, sealing.commit)
+    commit = replace(sealing.commit, signature=sign(signer, revision_hash))
+    head = replace(head, commit=commit if head.inline else replace(commit, changes=()))
+    kept += [write_of(key, None, value) for key, value in sealing.tables]
+    state = Sealed(revision_hash, sealing.buckets, signer.public.fingerprint, commit.time)
+    verified = Verified(revision, state, sealing.strong, complete=tree.verified is None)
     return Prepared(
         tree,
         after,
@@ -175,10 +219,11 @@ def prepare(
         head,
         files,
         kept,
-        encode(after, revision, max_size=limit),
+        sealing.manifest,
         commit.encode(max_size=limit),
         limit,
         source,
+        verified,
     )
 
 
