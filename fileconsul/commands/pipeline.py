@@ -142,6 +142,8 @@ def look_narrow(
         stale=ctx.stale,
         others=others,
         head=head,
+        trust=ctx.trust,
+        held=record.revision,
     )
     paths = {p for p, _ in tree.files.items() ^ record.files.items()} | also
     if len(paths) > NARROW_MOST:

@@ -132,7 +132,7 @@ def _read_locked(
     tree: RemoteTree,
     session: str,
     lock_wait: float,
-    reread: Callable[[str], RemoteTree] | None,
+    reread: Callable[[str], RemoteTree] | None = None,
 ) -> RemoteTree:
     """The tree as it stands under the lock, once any push that died without committing has
     been undone from its record."""
