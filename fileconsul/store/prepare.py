@@ -181,37 +181,12 @@ def prepare(
     else:
         head = records.new_head(commit, keep=keep, history=secrets.token_hex(8), since=revision)
     kept = _kept(client, tree, changes, revision, keep)
-    if signer is None:
-        manifest = encode(after, revision, max_size=limit)
-        return Prepared(
-            tree,
-            after,
-            commit,
-            head,
-            files,
-            kept,
-            manifest,
-            commit.encode(max_size=limit),
-            limit,
-            source,
+    manifest, verified = None, None
+    if signer is not None:
+        commit, head, manifest, verified, tables = _signed(
+            client, tree, commit, head, after, signer, _bytes_of(contents, source), limit
         )
-
-    def bytes_of(path: str) -> bytes:
-        known = contents.get(path)
-        if known is not None:
-            return known
-        assert source is not None
-        return source(path)
-
-    sealing = sealed.seal_commit(
-        client, prefix, commit, after, tree.verified, bytes_of, limit=limit
-    )
-    revision_hash = revision_id(prefix, head.history, sealing.commit)
-    commit = replace(sealing.commit, signature=sign(signer, revision_hash))
-    head = replace(head, commit=commit if head.inline else replace(commit, changes=()))
-    kept += [write_of(key, None, value) for key, value in sealing.tables]
-    state = Sealed(revision_hash, sealing.buckets, signer.public.fingerprint, commit.time)
-    verified = Verified(revision, state, sealing.strong, complete=tree.verified is None)
+        kept += tables
     return Prepared(
         tree,
         after,
@@ -219,12 +194,47 @@ def prepare(
         head,
         files,
         kept,
-        sealing.manifest,
+        manifest if manifest is not None else encode(after, revision, max_size=limit),
         commit.encode(max_size=limit),
         limit,
         source,
         verified,
     )
+
+
+def _bytes_of(contents: Mapping[str, bytes], source: Source | None) -> Source:
+    def bytes_of(path: str) -> bytes:
+        known = contents.get(path)
+        if known is not None:
+            return known
+        assert source is not None
+        return source(path)
+
+    return bytes_of
+
+
+def _signed(
+    client: ConsulClient,
+    tree: RemoteTree,
+    commit: Commit,
+    head: Head,
+    after: dict[str, FileInfo],
+    signer: SecretKey,
+    bytes_of: Source,
+    limit: int,
+) -> tuple[Commit, Head, bytes, Verified, list[Write]]:
+    """The commit sealed and signed, its head, its manifest, what a node holds once it is
+    committed, and the tables of strong hashes it writes."""
+    sealing = sealed.seal_commit(
+        client, tree.prefix, commit, after, tree.verified, bytes_of, limit=limit
+    )
+    revision_hash = revision_id(tree.prefix, head.history, sealing.commit)
+    commit = replace(sealing.commit, signature=sign(signer, revision_hash))
+    head = replace(head, commit=commit if head.inline else replace(commit, changes=()))
+    state = Sealed(revision_hash, sealing.buckets, signer.public.fingerprint, commit.time)
+    verified = Verified(commit.revision, state, sealing.strong, complete=tree.verified is None)
+    tables = [write_of(key, None, value) for key, value in sealing.tables]
+    return commit, head, sealing.manifest, verified, tables
 
 
 def _kept(
