@@ -183,8 +183,10 @@ def _prepare(ctx: Context, ready: _Planned, limit: int, options: PushOptions) ->
     def source(path: str) -> bytes:
         return read_file(ctx.basepath, path, limit)
 
-    after = prepare.files_after(tree.files, ready.actions)
-    back, _ = trust.put_back(tree, ready.view.local.files, after)
+    back: list[str] = []
+    if ctx.signer is not None and tree.foreign:
+        after = prepare.files_after(tree.files, ready.actions)
+        back, _ = trust.put_back(tree, ready.view.local.files, after)
     return prepare.prepare(
         ctx.client,
         tree,
@@ -196,5 +198,5 @@ def _prepare(ctx: Context, ready: _Planned, limit: int, options: PushOptions) ->
         message=options.message,
         keep=keep,
         signer=ctx.signer,
-        put_back=back if ctx.signer is not None else (),
+        put_back=back,
     )

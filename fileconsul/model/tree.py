@@ -255,7 +255,8 @@ def trusted(tree: RemoteTree, verified: Verified) -> RemoteTree:
     strong hash before it is written). Whatever else the keys hold is foreign: another
     tool's writes, deletes and unsafe keys are named, never taken."""
     committed = tree.committed
-    changed = {p for p, _ in tree.files.items() ^ committed.items()}
+    # Nothing was written under the prefix since the commit: the tree is the committed one.
+    changed = set() if tree.fast else {p for p, _ in tree.files.items() ^ committed.items()}
     foreign = sorted(changed | (tree.late - tree.set_aside) | tree.adopt)
     foreign += [key for key, _ in tree.unsafe]
     values = {p: v for p, v in tree.values.items() if p in committed and p not in foreign}

@@ -54,7 +54,7 @@ from fileconsul.store.layout import (
     tick_key,
 )
 from fileconsul.store.lock import Lease, push_lock
-from fileconsul.store.prepare import ENVELOPE, Prepared, b64_len
+from fileconsul.store.prepare import ENVELOPE, Prepared
 from fileconsul.store.send import LARGE, op_of, send
 
 #: Advances a progress display by a count of items done.
@@ -166,7 +166,7 @@ def fits_one_txn(prepared: Prepared) -> bool:
     """Whether everything fits one transaction beside its checks and the head."""
     writes = [*prepared.files, *prepared.kept, *prepared.metadata]
     ops = len(_unlocked_guards(prepared)) + len(writes) + len(_head_ops(prepared))
-    body = sum(w.cost for w in writes) + b64_len(len(prepared.manifest) + len(prepared.record))
+    body = sum(w.cost for w in writes)  # the record and manifest costed by their size
     return ops <= TXN_MAX_OPS and body + 4 * ENVELOPE < TXN_MAX_BODY
 
 

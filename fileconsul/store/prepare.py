@@ -59,6 +59,11 @@ def write_of(key: str, target: FileInfo | None, value: bytes | None, path: str =
     return Write(key, target, value, path, b64_len(size) + 2 * _json_len(key) + 128)
 
 
+def value_write(key: str, value: bytes) -> Write:
+    """A write of bytes that are not a file (no hash in its Flags), costed by its size."""
+    return Write(key, None, value, "", b64_len(len(value)) + 2 * _json_len(key) + 128)
+
+
 def cost(write: Write) -> int:
     return write.cost
 
@@ -92,8 +97,8 @@ class Prepared:
         """The record and the manifest: the journal of the push, written before its files."""
         prefix = self.tree.prefix
         return (
-            write_of(log_key(prefix, self.revision), None, self.record),
-            write_of(manifest_key(prefix, self.revision), None, self.manifest),
+            value_write(log_key(prefix, self.revision), self.record),
+            value_write(manifest_key(prefix, self.revision), self.manifest),
         )
 
     def content(self, write: Write) -> bytes:
@@ -233,7 +238,7 @@ def _signed(
     head = replace(head, commit=commit if head.inline else replace(commit, changes=()))
     state = Sealed(revision_hash, sealing.buckets, signer.public.fingerprint, commit.time)
     verified = Verified(commit.revision, state, sealing.strong, complete=tree.verified is None)
-    tables = [write_of(key, None, value) for key, value in sealing.tables]
+    tables = [value_write(key, value) for key, value in sealing.tables]
     return commit, head, sealing.manifest, verified, tables
 
 
