@@ -33,7 +33,7 @@ import xxhash
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import delivery, fleet, replication, ui  # noqa: E402
+from bench import delivery, fleet, replication, signing, ui  # noqa: E402
 from tests.consul_agent import Agent, consul_binary  # noqa: E402
 
 FILE_SIZE = 4096
@@ -467,6 +467,8 @@ def _single_client(
         bench = Bench(agent, consul, work, opts.python)
         results = [run_size(bench, int(n), opts.runs) for n in opts.sizes.split(",")]
         watch = watch_latency(bench, opts.watch_pushes)
+        sizes = [int(n) for n in opts.signing_sizes.split(",") if n]
+        watch["signing"] = [signing.measure(bench, n, opts.runs) for n in sizes]
         bench.http.close()
         sizes = [int(n) for n in opts.delivery_sizes.split(",") if n]
         watch["delivery"] = delivery.delivery(agent.url, sizes, opts.delivery_pushes)
@@ -527,6 +529,9 @@ def main() -> None:
         default=20,
         help="one-file commits timed from dc1 to dc2 and dc3, per size",
     )
+    parser.add_argument(
+        "--signing-sizes", default="10000", help="tree sizes of the signed-revisions case"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
         "--python",
@@ -553,6 +558,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     dashboard = watch.pop("ui")
     deliveries = watch.pop("delivery")
+    signed = watch.pop("signing")
     report = {
         "consul": version.splitlines()[0],
         "runs": opts.runs,
@@ -562,12 +568,14 @@ def main() -> None:
         "fleet": fleet_rows,
         "ui": dashboard,
         "replication": replication_rows,
+        "signing": signed,
     }
     print(table(results, watch))
     print(delivery.table(deliveries))
     print(fleet.table(fleet_rows))
     print(ui.table(dashboard))
     print(replication.table(replication_rows))
+    print(signing.table(signed))
     if opts.json:
         opts.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -11,6 +11,7 @@
     │   └── UnsafeLocalPath (local)  5  a link or a non-file in the way of a write
     ├── PermissionDenied             6  Consul's ACLs refused (403)
     ├── IntegrityError               7  a value, a record, a manifest or the head is corrupt
+    │   └── Untrusted               11  not signed by a trusted key, or not what it signed
     ├── CheckRejected                8  the --check command rejected the change
     ├── HookFailed                   9  the --exec command failed (the change stands)
     ├── ReplicaRefused              10  a push or rollback into a replica of another datacenter
@@ -69,6 +70,16 @@ class IntegrityError(FileconsulError):
     """A value never matched its hash, or what fileconsul keeps in Consul is corrupt."""
 
     exit_code = 7
+
+
+class Untrusted(IntegrityError):
+    """With trusted keys: the head is unsigned, signed by a key this node does not trust, or
+    its signature does not verify; a revision at or below the one this node holds (a
+    replay) or older than the maximum age; a record, manifest or value that is not what the
+    signature covers; or anything else a node cannot verify (it cannot tell corruption from
+    tampering)."""
+
+    exit_code = 11
 
 
 class CheckRejected(FileconsulError):

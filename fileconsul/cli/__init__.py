@@ -7,6 +7,7 @@ import sys
 
 from fileconsul.cli import (
     history_commands,
+    key_commands,
     replicate_command,
     rollout_commands,
     sync_commands,
@@ -18,6 +19,7 @@ from fileconsul.cli.base import cli
 __all__ = [
     "cli",
     "history_commands",
+    "key_commands",
     "main",
     "replicate_command",
     "rollout_commands",

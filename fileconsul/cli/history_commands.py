@@ -20,6 +20,7 @@ from fileconsul.cli.base import (
     common_options,
     open_run,
 )
+from fileconsul.cli.key_commands import SIGN_KEY, TRUSTED_KEYS, signed
 from fileconsul.cli.sync_commands import FORCE, print_outcome
 from fileconsul.commands import diff as diffs
 from fileconsul.commands import history as revisions
@@ -56,19 +57,27 @@ class Revision(click.ParamType[int, object]):
 @click.option(
     "-n", "limit", type=click.IntRange(min=1), metavar="N", help="Show the last N revisions."
 )
+@TRUSTED_KEYS
 @JSON
 @click.pass_context
-def log(ctx: click.Context, limit: int | None, as_json: bool) -> None:
-    """List the kept revisions, newest first: who, when, why, what changed.
+def log(ctx: click.Context, limit: int | None, trusted_keys: Path | None, as_json: bool) -> None:
+    """List the kept revisions, newest first: who, when, why, what changed, and who signed
+    it (whether this node trusts that key and signature, with --trusted-keys).
 
     \b
     Examples:
       fileconsul log -n 5
-      fileconsul log --json
+      fileconsul log --json --trusted-keys /etc/fileconsul/trusted/
     """
     with open_run(ctx, local=False) as (run, out):
+        run = signed(run, trusted_keys=trusted_keys)
         history = revisions.log(run, limit)
     head = history.head.revision if history.head else 0
+    signers = {
+        c.revision: revisions.signer_of(run, history.head, c)
+        for c in history.commits
+        if history.head is not None
+    }
     entries: list[tuple[int, Commit | revisions.Unreadable]] = [
         *((c.revision, c) for c in history.commits),
         *((u.revision, u) for u in history.unreadable),
@@ -76,7 +85,7 @@ def log(ctx: click.Context, limit: int | None, as_json: bool) -> None:
     entries.sort(key=lambda item: -item[0])
     if as_json:
         listed = [
-            render.commit_json(e)
+            render.commit_json(e, signer=signers.get(e.revision))
             if isinstance(e, Commit)
             else {"revision": e.revision, "unreadable": e.reason}
             for _, e in entries
@@ -87,7 +96,7 @@ def log(ctx: click.Context, limit: int | None, as_json: bool) -> None:
     else:
         out.out(
             "\n\n".join(
-                render.commit_text(e, all_changes=out.verbose)
+                render.commit_text(e, all_changes=out.verbose, signer=signers.get(e.revision))
                 if isinstance(e, Commit)
                 else f"r{e.revision}  (unreadable) {e.reason}"
                 for _, e in entries
@@ -103,25 +112,30 @@ def log(ctx: click.Context, limit: int | None, as_json: bool) -> None:
 @click.argument("revision", type=Revision())
 @JSON
 @click.option("--patch", is_flag=True, help="Also show the unified diff of what it changed.")
+@TRUSTED_KEYS
 @click.pass_context
-def show(ctx: click.Context, revision: int, as_json: bool, patch: bool) -> None:
-    """Show one revision: who made it, when, why, and every change.
+def show(
+    ctx: click.Context, revision: int, as_json: bool, patch: bool, trusted_keys: Path | None
+) -> None:
+    """Show one revision: who made it, when, why, every change, and who signed it.
 
     \b
     Examples:
       fileconsul show 12
-      fileconsul show r12 --patch
+      fileconsul show r12 --patch --trusted-keys /etc/fileconsul/trusted/
     """
     with open_run(ctx, local=False) as (run, out):
-        _, commit = revisions.commit_of(run, revision)
+        run = signed(run, trusted_keys=trusted_keys)
+        head, commit = revisions.commit_of(run, revision)
         changes = diffs.patch_of(run, revision) if patch else None
+        found = revisions.signer_of(run, head, commit)
     if as_json:
-        data = render.commit_json(commit, facts=True)
+        data = render.commit_json(commit, facts=True, signer=found)
         if changes is not None:
             data["patch"] = render.diff_text(changes)
         out.json(data)
         return
-    out.out(render.commit_text(commit, all_changes=True))
+    out.out(render.commit_text(commit, all_changes=True, signer=found))
     if changes is not None:
         click.echo("\n" + render.diff_text(changes), nl=False)
 
@@ -192,6 +206,8 @@ def tree_paths(given: Sequence[str], basepath: Path) -> list[str]:
 @DRY_RUN
 @FORCE
 @MAX_DELETE
+@SIGN_KEY
+@TRUSTED_KEYS
 @JSON
 @NODE
 @click.pass_context
@@ -202,6 +218,8 @@ def rollback(
     dry_run: bool,
     force: bool,
     max_delete: int | None,
+    sign_key: Path | None,
+    trusted_keys: Path | None,
     as_json: bool,
     node: str | None,
 ) -> None:
@@ -215,8 +233,10 @@ def rollback(
     Examples:
       fileconsul rollback 12 --dry-run
       fileconsul rollback r12 -m "the ntp change broke the fleet"
+      fileconsul rollback 12 --sign-key /etc/fileconsul/release.key
     """
     options = rollbacks.RollbackOptions(message, dry_run, force, max_delete, node)
     with open_run(ctx, local=False) as (run, out):
+        run = signed(run, sign_key=sign_key, trusted_keys=trusted_keys)
         outcome = rollbacks.rollback(run, revision, options)
     print_outcome(out, "rollback", outcome, as_json, run.prefix)

@@ -15,6 +15,7 @@ from fileconsul.fleet.reports import Fleet
 from fileconsul.model.facts import ChangeKind, FileInfo
 from fileconsul.model.plan import Action, Plan
 from fileconsul.model.records import Change, Commit
+from fileconsul.model.seal import Signer, age, describe_age
 
 _WIDTH = 11
 #: A push or pull lists its changes one by one up to this many; past it, a summary (and the
@@ -166,6 +167,8 @@ def delivery_json(prefix: str, delivery: Delivery) -> dict[str, Any]:
         None if hook is None else {"command": delivery.hook, "exit": hook.exit, "output": hook.tail}
     )
     data["held"] = outcome.held if outcome else None
+    data["signer"] = outcome.signer if outcome and outcome.signer else None
+    data["signed_at"] = outcome.signed_at if outcome and outcome.signer else None
     data["notes"] = delivery.notes
     data["error"] = None if delivery.error is None else str(delivery.error)
     data["exit_code"] = delivery.exit_code
@@ -205,6 +208,8 @@ def fleet_json(prefix: str, fleet: Fleet) -> dict[str, Any]:
                 "output": n.report.output,
                 "drifted": list(n.report.drifted),
                 "drift_count": n.report.drift_count,
+                "signer": n.report.signer or None,
+                "signed_at": n.report.signed_at or None,
             }
             for n in fleet.nodes
         ],
@@ -283,7 +288,33 @@ def _facts(info: FileInfo | None) -> dict[str, Any] | None:
     return None if info is None else {"hash": info.hash, "size": info.size, "mode": info.mode}
 
 
-def commit_json(commit: Commit, *, facts: bool = False) -> dict[str, Any]:
+def signer_json(found: Signer | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    return {"key": found.key, "trusted": found.trusted, "valid": found.valid}
+
+
+def signer_text(found: Signer | None) -> str:
+    if found is None:
+        return "not signed"
+    if found.valid is None:
+        return f"signed by {found.key} (a key this node does not trust)"
+    if not found.valid:
+        return f"signed by {found.key}: THE SIGNATURE DOES NOT VERIFY"
+    return f"signed by {found.key} (trusted)"
+
+
+def signed_line(outcome: Outcome, now: float) -> str | None:
+    """How old the signed head is, for a pull on a signed tree: a frozen tree shows."""
+    if not outcome.signer:
+        return None
+    seconds = age(outcome.signed_at, now)
+    return f"r{outcome.revision} signed by {outcome.signer}, {describe_age(seconds)} ago."
+
+
+def commit_json(
+    commit: Commit, *, facts: bool = False, signer: Signer | None = None
+) -> dict[str, Any]:
     changes: list[dict[str, Any]] = []
     for change in commit.changes:
         item: dict[str, Any] = {"path": change.path, "change": change.kind}
@@ -298,13 +329,17 @@ def commit_json(commit: Commit, *, facts: bool = False) -> dict[str, Any]:
         "message": commit.message,
         "rollback_of": commit.rollback_of,
         "files": commit.files,
+        "signed_by": commit.signature.key if commit.signature else None,
+        "signer": signer_json(signer),
         "changes": changes,
     }
 
 
-def commit_text(commit: Commit, *, all_changes: bool = False) -> str:
+def commit_text(commit: Commit, *, all_changes: bool = False, signer: Signer | None = None) -> str:
     title = f"r{commit.revision}  {commit.time}  {commit.node} ({commit.user})"
     lines = [title]
+    if commit.signature is not None or signer is not None:
+        lines.append(f"    {signer_text(signer)}")
     if commit.message:
         lines += [f"    {line}" for line in commit.message.splitlines()]
     if commit.rollback_of:

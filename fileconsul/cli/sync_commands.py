@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from pathlib import Path
 
 import click
 
@@ -21,6 +23,7 @@ from fileconsul.cli.base import (
     open_run,
     stack,
 )
+from fileconsul.cli.key_commands import SIGN_KEY, TRUSTED_KEYS, signed, verifying
 from fileconsul.commands.outcome import Outcome
 from fileconsul.commands.push import PushOptions
 from fileconsul.commands.push import push as push_tree
@@ -187,6 +190,14 @@ def forget(ctx: click.Context, nodes: tuple[str, ...]) -> None:
     help="Start a new history over one whose head was lost (deleted or never restored): "
     "its revisions follow the old ones, whose records and kept contents are deleted.",
 )
+@SIGN_KEY
+@TRUSTED_KEYS
+@click.option(
+    "--renew",
+    is_flag=True,
+    help="With --sign-key: commit a signed revision even when nothing changed, so that "
+    "nodes with --max-age see a fresh signature.",
+)
 @JSON
 @NO_REPORT
 @NODE
@@ -199,6 +210,9 @@ def push(
     max_delete: int | None,
     keep: int | None,
     new_history: bool,
+    sign_key: Path | None,
+    trusted_keys: Path | None,
+    renew: bool,
     as_json: bool,
     no_report: bool,
     node: str | None,
@@ -212,9 +226,13 @@ def push(
     Examples:
       fileconsul push --dry-run
       fileconsul push -m "raise the ntp poll interval"
+      fileconsul push --sign-key /etc/fileconsul/release.key -m "signed"
     """
-    options = PushOptions(force, dry_run, max_delete, message, keep, node, new_history)
+    if renew and sign_key is None:
+        raise UsageError("--renew commits a fresh signature: give --sign-key too")
+    options = PushOptions(force, dry_run, max_delete, message, keep, node, new_history, renew)
     with open_run(ctx) as (run, out):
+        run = signed(run, sign_key=sign_key, trusted_keys=trusted_keys)
         outcome = push_tree(run, options)
         if not no_report:
             outcome.warnings += deliver.report_push(run, node, outcome)
@@ -228,6 +246,7 @@ def push(
 @FORCE
 @MAX_DELETE
 @lambda f: stack(f, HOOK_OPTIONS)
+@verifying
 @JSON
 @NO_REPORT
 @NODE
@@ -246,6 +265,8 @@ def pull(
     on_failure: str | None,
     check_cmd: str | None,
     hook_timeout: float,
+    trusted_keys: Path | None,
+    max_age: float | None,
     as_json: bool,
     no_report: bool,
     node: str | None,
@@ -260,6 +281,7 @@ def pull(
     \b
     Examples:
       fileconsul pull --basepath /etc/consul-share --exec 'systemctl reload consul'
+      fileconsul pull --trusted-keys /etc/fileconsul/trusted/
       consul watch -type key -key fileconsul.fileconsul/head fileconsul pull
     """
     as_handler = "CONSUL_INDEX" in os.environ
@@ -270,6 +292,7 @@ def pull(
     code = 0
     try:
         with open_run(ctx, create=True) as (run, out):
+            run = signed(run, trusted_keys=trusted_keys, max_age=max_age)
             entries = parse_payload(sys.stdin.read(), run.prefix) if as_handler else None
             delivery = deliver.deliver(run, options, entries=entries)
         code = _print_delivery(out, delivery, as_json=as_json, prefix=run.prefix)
@@ -322,6 +345,9 @@ def _print_delivery(
     else:
         if outcome is not None:
             print_outcome(out, "pull", outcome)
+            signed_at = render.signed_line(outcome, time.time())
+            if signed_at:
+                out.out(signed_at)
         if delivery.check is not None:
             line = f"--check exited {delivery.check.exit}"
             if delivery.check.exit == 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
@@ -20,6 +21,7 @@ from fileconsul.cli.base import (
     stack,
 )
 from fileconsul.cli.events import Events
+from fileconsul.cli.key_commands import signed, verifying
 from fileconsul.cli.sync_commands import HOOK_OPTIONS, NO_REPORT, deliver_options
 from fileconsul.commands import pull, push
 from fileconsul.commands.context import Context
@@ -93,6 +95,7 @@ from fileconsul.store.client import ConsulClient
     help="Put a drifted file back to its committed version (through --check and --exec, "
     "like any apply), and log it.",
 )
+@verifying
 @LOG_FORMAT
 @METRICS_ADDR
 @click.pass_context
@@ -114,6 +117,8 @@ def watch_command(
     wait: float,
     drift_scan: float,
     heal: bool,
+    trusted_keys: Path | None,
+    max_age: float | None,
     log_format: str,
     metrics_addr: str | None,
 ) -> None:
@@ -126,6 +131,7 @@ def watch_command(
       fileconsul watch --basepath /etc/consul-share --exec 'systemctl reload consul'
       fileconsul watch --check 'nginx -t' --max-parallel 2 --metrics-addr 127.0.0.1:9135
       fileconsul watch --drift-scan 10 --heal --exec 'systemctl reload nginx'
+      fileconsul watch --trusted-keys /etc/fileconsul/trusted/ --max-age 86400
     """
     if heal and (push_local or not drift_scan):
         raise UsageError("--heal needs the scan for drift: not with --push or --drift-scan 0")
@@ -146,6 +152,7 @@ def watch_command(
     metrics = Metrics(metrics_addr)
     try:
         with open_run(ctx, stale=stale) as (run, out):
+            run = signed(run, trusted_keys=trusted_keys, max_age=max_age)
             tell = Events("json" if json_output else "text", quiet=out.quiet)
             with _local_pusher(run, tell, push_local):
                 _start_line(run, tell, options)
@@ -158,10 +165,13 @@ def watch_command(
 
 def _start_line(run: Context, tell: Events, options: watch.WatchOptions) -> None:
     revision = pull.local_revision(run)
+    keys = run.trust.fingerprints if run.trust else None
+    verifying = f"; applying only what {keys} signed" if keys else ""
     tell(
         "start",
         f"watching {run.prefix} on {run.settings.consul.where} into {run.settings.basepath}, "
-        f"at revision {revision}",
+        f"at revision {revision}{verifying}",
+        trusted_keys=keys,
         addr=run.settings.consul.where,
         prefix=run.prefix,
         basepath=str(run.settings.basepath),

@@ -9,6 +9,7 @@ from collections.abc import Generator, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 
+from fileconsul.commands import trust
 from fileconsul.commands.context import Context
 from fileconsul.errors import ConflictError, IntegrityError
 from fileconsul.local import transaction
@@ -89,6 +90,8 @@ def _staged(
     def stage_batch(batch: list[Action]) -> list[tuple[Action, str | None]]:
         known = [(a, tree.values[a.path]) for a in batch if a.path in tree.values]
         fetched = _fetch(ctx, tree, [a for a in batch if a.path not in tree.values])
+        for action, data in known + fetched:
+            trust.check_value(tree, action.path, data)
         return [(action, _stage(txn, action, data)) for action, data in known + fetched]
 
     packed = batches(actions, _size, count=TXN_MAX_OPS, total=FETCH_BATCH_BYTES)

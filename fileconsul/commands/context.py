@@ -11,6 +11,8 @@ from pathlib import Path
 
 from fileconsul.config import Settings
 from fileconsul.model.records import Author
+from fileconsul.model.seal import Trust
+from fileconsul.model.signing import SecretKey
 from fileconsul.store.client import ConsulClient
 from fileconsul.store.commit import Progress, no_progress
 
@@ -30,6 +32,11 @@ class Context:
     progress: Progress = no_progress
     #: Tells the operator something while the command goes on (an interrupt held, say).
     notify: Callable[[str], None] = no_notice
+    #: The keys this node trusts: it applies only what one of them signed (None: unsigned
+    #: trees, as they are).
+    trust: Trust | None = None
+    #: The key a push or rollback signs its commit with.
+    signer: SecretKey | None = None
 
     @property
     def prefix(self) -> str:

@@ -13,6 +13,7 @@ from fileconsul.errors import IntegrityError, InvalidInput, UsageError
 from fileconsul.model import records
 from fileconsul.model.facts import FileInfo, content_hash
 from fileconsul.model.records import Commit, Head
+from fileconsul.model.seal import Signer, signer
 from fileconsul.model.tree import RemoteTree
 from fileconsul.store import read
 from fileconsul.store.batching import batches
@@ -60,6 +61,11 @@ def _records(ctx: Context, revisions: Iterable[int]) -> tuple[list[Commit], list
             except IntegrityError as exc:
                 unreadable.append(Unreadable(keys[key], str(exc)))
     return found, sorted(unreadable, key=lambda u: -u.revision)
+
+
+def signer_of(ctx: Context, head: Head, commit: Commit) -> Signer | None:
+    """Who signed a revision, and whether this node trusts that signature (None: unsigned)."""
+    return signer(ctx.prefix, head.history, commit, ctx.trust)
 
 
 def commit_of(ctx: Context, revision: int) -> tuple[Head, Commit]:

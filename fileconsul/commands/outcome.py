@@ -34,6 +34,9 @@ class Outcome:
     #: The prefix, and whether Consul holds nothing at all under it (no revision, no key).
     prefix: str = ""
     nothing_remote: bool = False
+    #: On a signed tree read with trusted keys: the key that signed the head, and when.
+    signer: str = ""
+    signed_at: str = ""
 
     @property
     def exit_code(self) -> int:

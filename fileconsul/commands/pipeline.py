@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from fileconsul.commands import trust
 from fileconsul.commands.context import Context
 from fileconsul.errors import ConflictError, FileconsulError, IntegrityError, InvalidInput
 from fileconsul.local import record as records
@@ -101,15 +102,20 @@ def look(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fileconsul-scan") as pool:
         scanning = submit(pool, scan.scan, ctx.basepath, record.hash_cache, KEEP_BYTES * push)
         try:
-            tree = read.read(
-                ctx.client,
-                ctx.prefix,
-                known=record.remote,
-                lock_wait=ctx.lock_wait,
-                stale=ctx.stale and not push,
-                others=others,
-                head=head,
-            )
+            if push and ctx.signer is not None:
+                tree = trust.read_to_sign(ctx, record)
+            else:
+                tree = read.read(
+                    ctx.client,
+                    ctx.prefix,
+                    known=record.remote,
+                    lock_wait=ctx.lock_wait,
+                    stale=ctx.stale and not push,
+                    others=others,
+                    head=head,
+                    trust=None if push else ctx.trust,
+                    held=record.revision,
+                )
         except FileconsulError:
             scanning.result()  # its error, if it has one, is the one to report
             raise
@@ -136,6 +142,8 @@ def look_narrow(
         stale=ctx.stale,
         others=others,
         head=head,
+        trust=ctx.trust,
+        held=record.revision,
     )
     paths = {p for p, _ in tree.files.items() ^ record.files.items()} | also
     if len(paths) > NARROW_MOST:

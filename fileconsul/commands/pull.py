@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from fileconsul.commands import apply, interrupts
+from fileconsul.commands import apply, interrupts, trust
 from fileconsul.commands.context import Context
 from fileconsul.commands.outcome import Outcome
 from fileconsul.commands.pipeline import (
@@ -103,7 +103,9 @@ def _pull(
             view = replace(view, tree=with_payload(view.tree, entries))
         if options.restore:
             view = replace(view, sides=restoring(view.sides, options.restore))
+        trust.refuse_untrusted(ctx, view.tree, previous)
         found, actions = planned(view, "pull", force=options.force, max_delete=options.max_delete)
+        view = replace(view, tree=trust.with_strong(ctx, view.tree, actions))
         tree = view.tree
         outcome = Outcome(actions, tree.revision, options.dry_run, notes(view))
         outcome.previous_revision = previous
@@ -111,6 +113,9 @@ def _pull(
         outcome.skipped += tree.unsafe
         outcome.held = options.hold(tree.revision) if options.hold and actions else None
         outcome.prefix = ctx.prefix
+        if tree.verified is not None:
+            outcome.signer = tree.verified.sealed.key
+            outcome.signed_at = tree.verified.sealed.time
         outcome.nothing_remote = (
             tree.head is None and not tree.files and not tree.unsafe and not tree.legacy_index
         )

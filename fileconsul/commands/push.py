@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from fileconsul.commands import interrupts, preflight
+from fileconsul.commands import interrupts, preflight, trust
 from fileconsul.commands.context import Context
 from fileconsul.commands.outcome import Outcome
 from fileconsul.commands.pipeline import View, advance, changing, look, notes, planned, view_of
@@ -30,6 +30,8 @@ class PushOptions:
     node: str | None = None
     #: Start a new history over one whose head was lost (its revisions follow the old ones).
     new_history: bool = False
+    #: Commit a signed revision even when nothing changed (a fresh signature).
+    renew: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ def push(ctx: Context, options: PushOptions | None = None) -> Outcome:
                 ready = _plan(view_of(record, view.local, fresh), options)
                 return _prepare(ctx, ready, limit, replace(options, message=why))
 
+            def reread(session: str) -> RemoteTree:
+                return trust.read_to_sign(ctx, record, session)
+
             # From the first write on, the first interrupt lets the push finish (and says
             # so); a second one stops it, and what it sent is undone. Once committed, it
             # exits 0. Waiting for another push's lock, an interrupt stops it at once.
@@ -76,8 +81,11 @@ def push(ctx: Context, options: PushOptions | None = None) -> Outcome:
                 progress=ctx.progress,
                 notify=ctx.notify,
                 sending=lambda: interrupts.finishing(ctx.notify, "the push"),
+                reread=reread if ctx.signer is not None else None,
             )
-            tree = committed_tree(head, ctx.prefix, prepared.after)
+            tree = replace(
+                committed_tree(head, ctx.prefix, prepared.after), verified=prepared.verified
+            )
         with interrupts.finishing(ctx.notify, "the push"):
             advance(record, ready.plan, ready.actions, tree, ready.view.sides)
             record.hash_cache = view.local.hash_cache
@@ -118,6 +126,10 @@ def _why_commit(ctx: Context, ready: _Planned, options: PushOptions) -> str | No
         return None
     if options.keep is not None and options.keep != head.keep:
         return options.message or f"keep the last {options.keep} revisions"
+    if ctx.signer is not None:
+        why = _why_sign(tree, options)
+        if why is not None:
+            return why
     # A push with nothing to send checks the manifest that nodes without the tree read: a
     # corrupt one is written again, as the warning they print says.
     if not read.manifest_readable(ctx.client, ctx.prefix, head):
@@ -125,8 +137,34 @@ def _why_commit(ctx: Context, ready: _Planned, options: PushOptions) -> str | No
     return None
 
 
+def _why_sign(tree: RemoteTree, options: PushOptions) -> str | None:
+    """Why a signing push commits with nothing of its own to send: keys to put back, a head
+    it does not build on (unsigned, or written back), or a fresh signature asked for."""
+    if tree.foreign:
+        return options.message or f"put back {len(tree.foreign)} keys written by another tool"
+    if tree.verified is None or tree.verified.revision != tree.revision:
+        return options.message or "sign the tree"
+    if options.renew:
+        return options.message or "renew the signature"
+    return None
+
+
 def _warnings(view: View) -> list[str]:
     warnings = notes(view)
+    tree = view.tree
+    if tree.foreign and tree.verified is not None:
+        after = prepare.files_after(tree.files, [])
+        back, left = trust.put_back(tree, view.local.files, after)
+        if back:
+            warnings.append(
+                f"{len(back)} keys held what the signed tree does not (written by another "
+                f"tool: {', '.join(back[:5])}); a signed push puts them back"
+            )
+        if left:
+            warnings.append(
+                f"{len(left)} keys hold what the signed tree does not, and this node cannot "
+                f"put them back (it does not hold them as signed): {', '.join(left[:5])}"
+            )
     ignored = view.sides.newly_ignored
     if ignored:
         more = f" and {len(ignored) - 5} more" if len(ignored) > 5 else ""
@@ -145,6 +183,10 @@ def _prepare(ctx: Context, ready: _Planned, limit: int, options: PushOptions) ->
     def source(path: str) -> bytes:
         return read_file(ctx.basepath, path, limit)
 
+    back: list[str] = []
+    if ctx.signer is not None and tree.foreign:
+        after = prepare.files_after(tree.files, ready.actions)
+        back, _ = trust.put_back(tree, ready.view.local.files, after)
     return prepare.prepare(
         ctx.client,
         tree,
@@ -155,4 +197,6 @@ def _prepare(ctx: Context, ready: _Planned, limit: int, options: PushOptions) ->
         author=ctx.author(options.node),
         message=options.message,
         keep=keep,
+        signer=ctx.signer,
+        put_back=back,
     )

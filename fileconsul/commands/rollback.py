@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fileconsul.commands import trust
 from fileconsul.commands.context import Context
 from fileconsul.commands.history import Past, contents, past
 from fileconsul.commands.outcome import Outcome
@@ -30,7 +31,9 @@ def rollback(ctx: Context, revision: int, options: RollbackOptions) -> Outcome:
     files it did not have deleted. A commit like any push (check-and-set on the head, the
     delete cap); this node's files are not touched. ConflictError when another commit lands
     first."""
-    tree = read.read(ctx.client, ctx.prefix, lock_wait=ctx.lock_wait, stale=ctx.stale)
+    tree = _signed_tree(ctx) or read.read(
+        ctx.client, ctx.prefix, lock_wait=ctx.lock_wait, stale=ctx.stale
+    )
     refuse_replica(tree)
     back = past(ctx, revision, known=tree)
     planned_at = back.tree.revision
@@ -42,7 +45,8 @@ def rollback(ctx: Context, revision: int, options: RollbackOptions) -> Outcome:
                 f"revision {fresh.revision} was committed meanwhile; nothing was rolled back "
                 f"(look at it with `fileconsul log`, then roll back again)"
             )
-        _, again = _prepare_rollback(ctx, past(ctx, revision, known=fresh), revision, options)
+        known = _signed_tree(ctx) or fresh
+        _, again = _prepare_rollback(ctx, past(ctx, revision, known=known), revision, options)
         assert again is not None
         return again
 
@@ -90,6 +94,8 @@ def _prepare_rollback(
             f"revision {revision} cannot be restored: the contents kept for "
             f"{_some(sorted(corrupt))} are corrupt in Consul; nothing was changed"
         )
+    if ctx.signer is not None:
+        trust.check_restored(tree, list(back.commits.values()), found)
     missing = sorted(set(wanted) - set(found))
     if missing:
         raise InvalidInput(
@@ -106,8 +112,19 @@ def _prepare_rollback(
         message=options.message or f"roll back to revision {revision}",
         keep=back.head.keep,
         rollback_of=revision,
+        signer=ctx.signer,
     )
     return actions, prepared
+
+
+def _signed_tree(ctx: Context) -> RemoteTree | None:
+    """For a signing rollback: the head as a trusted key signed it, every strong hash known
+    (None: an unsigned rollback reads the tree as it is)."""
+    if ctx.signer is None:
+        return None
+    return read.read(
+        ctx.client, ctx.prefix, lock_wait=ctx.lock_wait, trust=trust.signing_trust(ctx)
+    )
 
 
 def _some(paths: list[str]) -> str:

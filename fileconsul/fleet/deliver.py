@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field, replace
 from typing import IO
 
-from fileconsul.commands import pull
+from fileconsul.commands import pull, trust
 from fileconsul.commands.context import Context
 from fileconsul.commands.outcome import Outcome
 from fileconsul.commands.pull import CheckResult
@@ -21,6 +21,7 @@ from fileconsul.errors import (
     FileconsulError,
     HookFailed,
     Interrupted,
+    Untrusted,
 )
 from fileconsul.fleet import reports, rollout
 from fileconsul.fleet.hooks import Call, Hooks, run, tail
@@ -150,7 +151,7 @@ def _delivered(
     except Interrupted:
         raise
     except FileconsulError as exc:
-        delivery.error = exc
+        delivery.error = trust.as_untrusted(ctx, exc)
     delivery.apply_seconds = time.monotonic() - started - delivery.check_seconds
     outcome = delivery.outcome
     exec_cmd = options.hooks.exec_cmd
@@ -284,6 +285,8 @@ def _report(ctx: Context, options: DeliverOptions, delivery: Delivery) -> report
         output=tail(check.output) if check else "",
         drifted=options.drifted[: reports.DRIFT_LISTED],
         drift_count=len(options.drifted),
+        signer=outcome.signer if outcome else "",
+        signed_at=outcome.signed_at if outcome else "",
     )
 
 
@@ -291,6 +294,8 @@ def _result(delivery: Delivery) -> reports.Result:
     error, outcome = delivery.error, delivery.outcome
     if isinstance(error, CheckRejected):
         return "rejected"
+    if isinstance(error, Untrusted):
+        return "untrusted"
     if outcome is not None and outcome.held and delivery.halt is not None:
         return "halted"
     if isinstance(error, ConflictError):

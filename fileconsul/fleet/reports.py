@@ -17,8 +17,8 @@ from fileconsul.store.client import ConsulClient
 from fileconsul.store.layout import nodes_prefix
 from fileconsul.store.read import read_head
 
-Result = Literal["ok", "conflict", "error", "rejected", "halted", "skipped"]
-NodeState = Literal["current", "lagging", "failed", "rejected", "halted", "drifted"]
+Result = Literal["ok", "conflict", "error", "rejected", "halted", "skipped", "untrusted"]
+NodeState = Literal["current", "lagging", "failed", "rejected", "halted", "drifted", "untrusted"]
 #: Drifted paths a report names, at most (it counts them all).
 DRIFT_LISTED = 50
 
@@ -39,6 +39,9 @@ class Report:
     #: Managed files changed here by hand (drift): the first paths, and how many in all.
     drifted: tuple[str, ...] = ()
     drift_count: int = 0
+    #: With trusted keys: the key that signed the revision it holds, and when it signed.
+    signer: str = ""
+    signed_at: str = ""
 
     def same_state(self, other: Report) -> bool:
         """Equal but for the time: rewriting it would only add Raft writes."""
@@ -137,9 +140,9 @@ def read_datacenters(
 
 
 def _state(report: Report, revision: int) -> NodeState:
-    # The first that holds, most urgent first; a node refusing an unsigned head ("untrusted")
-    # will come first once revisions are signed.
-    if report.result in ("rejected", "halted"):
+    # The first that holds, most urgent first: a node that refused what it could not verify
+    # is under attack, or its keys are out of date.
+    if report.result in ("untrusted", "rejected", "halted"):
         return report.result
     if report.result != "ok":
         return "failed"

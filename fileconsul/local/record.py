@@ -30,6 +30,7 @@ from fileconsul.model import columns, facts
 from fileconsul.model.facts import FileInfo
 from fileconsul.model.manifest import FILE_COLUMNS
 from fileconsul.model.paths import INTERNAL_DIR
+from fileconsul.model.seal import Sealed
 from fileconsul.model.tree import KnownTree
 
 FORMAT = 3
@@ -195,8 +196,13 @@ def _take_state(record: Record, data: Any) -> None:
         view.update(columns.decode(remote["changed"], FILE_COLUMNS, FileInfo))
         for gone in remote["absent"]:
             view.pop(gone, None)
+        sealed = remote.get("sealed")
         record.remote = KnownTree(
-            record.revision, int(remote["index"]), str(remote["digest"]), view
+            record.revision,
+            int(remote["index"]),
+            str(remote["digest"]),
+            view,
+            None if sealed is None else _sealed(sealed),
         )
     record.unreported = [(str(p), str(c)) for p, c in data.get("unreported", [])]
 
@@ -223,6 +229,11 @@ def _replay(record: Record, journal: Path, generation: int) -> tuple[int, bool]:
         _take_state(record, data)
         lines += 1
     return lines, False
+
+
+def _sealed(data: Any) -> Sealed:
+    buckets = tuple(str(b) for b in data["buckets"])
+    return Sealed(str(data["id"]), buckets, str(data.get("key", "")), str(data.get("time", "")))
 
 
 def load_cache(basepath: Path, prefix: str) -> HashCache:
@@ -303,12 +314,21 @@ def _remote_delta(record: Record) -> dict[str, Any] | None:
         return None
     moved = {p for p, _ in remote.files.items() ^ record.files.items()}
     changed = {p: remote.files[p] for p in moved if p in remote.files}
-    return {
+    found: dict[str, Any] = {
         "index": remote.index,
         "digest": remote.digest,
         "changed": columns.encode(changed, FILE_COLUMNS),
         "absent": sorted(moved - set(changed)),
     }
+    if remote.sealed is not None:
+        sealed = remote.sealed
+        found["sealed"] = {
+            "id": sealed.id,
+            "buckets": list(sealed.buckets),
+            "key": sealed.key,
+            "time": sealed.time,
+        }
+    return found
 
 
 def save_cache(basepath: Path, record: Record) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import xxhash
@@ -93,9 +93,14 @@ def unpack(value: bytes, what: str, *, rows: int | None = None) -> Any:
         raise ValueError(f"unreadable {what}: {exc}") from exc
 
 
-def encode(files: Files, revision: int, *, max_size: int) -> bytes:
-    """A revision's manifest value: compressed columnar JSON."""
+def encode(
+    files: Files, revision: int, *, max_size: int, buckets: Sequence[str] | None = None
+) -> bytes:
+    """A revision's manifest value: compressed columnar JSON; a signed revision's also lists
+    its tables of strong hashes (`buckets`)."""
     body = {"format": FORMAT, "revision": revision, **columns.encode(files, FILE_COLUMNS)}
+    if buckets is not None:
+        body["buckets"] = list(buckets)
     return pack(body, f"manifest for {len(files)} files", max_size)
 
 
@@ -103,11 +108,25 @@ def decode(value: bytes, revision: int, *, files: int | None = None) -> dict[str
     """The files of revision `revision`'s manifest (of `files` files, when the head says
     how many); ValueError when it is corrupt or of another revision, NewerFormat when a newer
     fileconsul wrote it."""
+    return decode_signed(value, revision, files=files)[0]
+
+
+def decode_signed(
+    value: bytes, revision: int, *, files: int | None = None
+) -> tuple[dict[str, FileInfo], tuple[str, ...] | None]:
+    """The files of a manifest, and the tables of strong hashes it lists (None: it lists
+    none, it is not signed)."""
     data = unpack(value, "manifest", rows=files)
     check_format(data, "manifest")
     if data.get("revision") != revision:
         raise ValueError(f"the manifest is of revision {data.get('revision')}, not {revision}")
-    return columns.decode(data, FILE_COLUMNS, FileInfo)
+    buckets = data.get("buckets")
+    if buckets is not None and not (
+        isinstance(buckets, list) and all(isinstance(b, str) for b in buckets)
+    ):
+        raise ValueError("its tables of strong hashes are malformed")
+    found = columns.decode(data, FILE_COLUMNS, FileInfo)
+    return found, None if buckets is None else tuple(buckets)
 
 
 def decode_legacy(value: bytes) -> dict[str, FileInfo]:

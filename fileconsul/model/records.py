@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from fileconsul.model import columns, facts, manifest
 from fileconsul.model.facts import ChangeKind, FileInfo, Files, classify
 from fileconsul.model.manifest import FILE_COLUMNS, check_format
+from fileconsul.model.seal import STRONG_DIGITS, Seal, Signature
 
 #: Revisions kept (their records and the contents they replaced), unless --keep says otherwise.
 DEFAULT_KEEP = 100
@@ -31,6 +32,9 @@ class Change(NamedTuple):
     kind: ChangeKind
     old: FileInfo | None
     new: FileInfo | None
+    #: In a signed commit: the SHA-256 of the content before and after ("" when absent).
+    old_strong: str = ""
+    new_strong: str = ""
 
 
 def diff(before: Files, after: Files) -> list[Change]:
@@ -59,16 +63,28 @@ def digest_after(before: str, changes: Iterable[Change]) -> str:
     return manifest.digest_after(before, ((c.path, c.old, c.new) for c in changes))
 
 
-def _encode_changes(changes: Sequence[Change]) -> dict[str, Any]:
-    return {
+def _encode_changes(changes: Sequence[Change], *, signed: bool = False) -> dict[str, Any]:
+    table = {
         "paths": [c.path for c in changes],
         "kinds": "".join(_LETTERS[c.kind] for c in changes),
         "old": columns.encode_rows([c.old for c in changes if c.old], FILE_COLUMNS),
         "new": columns.encode_rows([c.new for c in changes if c.new], FILE_COLUMNS),
     }
+    if signed:
+        table["old_strong"] = "".join(c.old_strong for c in changes if c.old)
+        table["new_strong"] = "".join(c.new_strong for c in changes if c.new)
+    return table
 
 
-def _decode_changes(table: Any) -> tuple[Change, ...]:
+def _strong_column(table: Any, name: str, count: int) -> list[str]:
+    raw = table.get(name, "")
+    if not isinstance(raw, str) or len(raw) != STRONG_DIGITS * count:
+        raise ValueError(f"malformed changes: {name}")
+    bytes.fromhex(raw)
+    return [raw[i : i + STRONG_DIGITS] for i in range(0, len(raw), STRONG_DIGITS)]
+
+
+def _decode_changes(table: Any, *, signed: bool = False) -> tuple[Change, ...]:
     paths = columns.paths_of(table)
     kinds = table.get("kinds")
     if not isinstance(kinds, str) or len(kinds) != len(paths) or set(kinds) - set(_KINDS):
@@ -77,12 +93,16 @@ def _decode_changes(table: Any) -> tuple[Change, ...]:
     with_new = sum(k != "d" for k in kinds)
     olds = iter(columns.decode_rows(table["old"], FILE_COLUMNS, with_old, FileInfo))
     news = iter(columns.decode_rows(table["new"], FILE_COLUMNS, with_new, FileInfo))
+    old_strong = iter(_strong_column(table, "old_strong", with_old) if signed else ())
+    new_strong = iter(_strong_column(table, "new_strong", with_new) if signed else ())
     return tuple(
         Change(
             path,
             _KINDS[letter],
             None if letter == "a" else next(olds),
             None if letter == "d" else next(news),
+            "" if letter == "a" else next(old_strong, ""),
+            "" if letter == "d" else next(new_strong, ""),
         )
         for path, letter in zip(paths, kinds, strict=True)
     )
@@ -103,10 +123,15 @@ class Commit:
     digest: str
     #: The revision whose tree this one restored, for a rollback.
     rollback_of: int | None = None
+    #: What a signed commit adds (its parent, its manifest's hash, its tables); None when
+    #: it is not signed.
+    seal: Seal | None = None
+    #: The signature over its id (`seal.revision_id`), in its record and its head.
+    signature: Signature | None = None
 
     def fields(self) -> dict[str, Any]:
         """Its facts but the changes, as the record and the head both carry them."""
-        return {
+        found = {
             "format": manifest.FORMAT,
             "revision": self.revision,
             "time": self.time,
@@ -117,9 +142,17 @@ class Commit:
             "digest": self.digest,
             "rollback_of": self.rollback_of,
         }
+        if self.seal is not None:
+            found["seal"] = self.seal.encode()
+        if self.signature is not None:
+            found["signature"] = self.signature.encode()
+        return found
+
+    def encoded_changes(self) -> dict[str, Any]:
+        return _encode_changes(self.changes, signed=self.seal is not None)
 
     def encode(self, *, max_size: int) -> bytes:
-        body = {**self.fields(), "changes": _encode_changes(self.changes)}
+        body = {**self.fields(), "changes": self.encoded_changes()}
         return manifest.pack(body, f"record of revision {self.revision}", max_size)
 
     @classmethod
@@ -136,16 +169,20 @@ def _commit(data: Any, revision: int, *, require_changes: bool) -> Commit:
         if raw is None and require_changes:
             raise ValueError("the record lists no changes")
         rollback = data.get("rollback_of")
+        seal = None if data.get("seal") is None else Seal.decode(data["seal"])
+        signed = data.get("signature")
         return Commit(
             revision=int(data["revision"]),
             time=str(data["time"]),
             node=str(data["node"]),
             user=str(data["user"]),
             message=str(data["message"]),
-            changes=() if raw is None else _decode_changes(raw),
+            changes=() if raw is None else _decode_changes(raw, signed=seal is not None),
             files=int(data["files"]),
             digest=str(data["digest"]),
             rollback_of=None if rollback is None else int(rollback),
+            seal=seal,
+            signature=None if signed is None else Signature.decode(signed),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed commit record: {exc!r}") from exc
@@ -175,6 +212,10 @@ class Head:
     def revision(self) -> int:
         return self.commit.revision
 
+    @property
+    def signature(self) -> Signature | None:
+        return self.commit.signature
+
     def encode(self) -> bytes:
         body = {
             **self.commit.fields(),
@@ -182,7 +223,7 @@ class Head:
             "oldest": self.oldest,
             "history": self.history,
             "since": self.since,
-            "changes": _encode_changes(self.commit.changes) if self.inline else None,
+            "changes": self.commit.encoded_changes() if self.inline else None,
         }
         if self.source is not None:
             body["replica_of"] = self.source

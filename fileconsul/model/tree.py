@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from fileconsul.errors import IntegrityError
@@ -19,6 +19,7 @@ from fileconsul.model import manifest
 from fileconsul.model.facts import DEFAULT_MODE, FileInfo, content_hash, hash_to_flags
 from fileconsul.model.paths import is_internal, unsafe_reason
 from fileconsul.model.records import Change, Commit, Head
+from fileconsul.model.seal import Sealed, Verified
 
 
 class KVEntry(NamedTuple):
@@ -45,6 +46,8 @@ class KnownTree:
     index: int
     digest: str
     files: Mapping[str, FileInfo]
+    #: The signed revision as this node verified it (None: not signed, or not verified).
+    sealed: Sealed | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,17 @@ class RemoteTree:
     #: The head is gone but a history remains: its (first, last) revisions. Nothing is
     #: planned on such a tree but a new history (`push --new-history`).
     orphaned: tuple[int, int] | None = None
+    #: The signed head as this node verified it (its signer, its strong hashes), when it
+    #: was read with trusted keys; `committed` is then the tree the signature covers.
+    verified: Verified | None = None
+    #: Paths whose keys were written after the commit, by anything but a push under way.
+    late: frozenset[str] = frozenset()
+    #: With trust: paths (and unsafe keys) whose keys hold what the signed tree does not (a
+    #: write by another tool): never taken; a signed push puts them back.
+    foreign: tuple[str, ...] = ()
+    #: The highest revision number known to be taken (a signed push that builds on the
+    #: revision it holds, under a head written back, numbers its commit after it).
+    floor: int = 0
 
     @property
     def revision(self) -> int:
@@ -94,8 +108,8 @@ class RemoteTree:
         """The number the next commit takes: after the head's, or after every revision of a
         history whose head was lost."""
         if self.head is None and self.orphaned is not None:
-            return self.orphaned[1] + 1
-        return self.revision + 1
+            return max(self.orphaned[1], self.floor) + 1
+        return max(self.revision, self.floor) + 1
 
     @property
     def known(self) -> KnownTree | None:
@@ -103,8 +117,15 @@ class RemoteTree:
         when it could not be read)."""
         if self.head is None or self.unknown:
             return None
+        verified = self.verified
+        if verified is not None and verified.revision != self.head.revision:
+            return None  # a signed push's base, not the head: read again next time
         return KnownTree(
-            self.head.revision, self.commit_index, self.head.commit.digest, dict(self.committed)
+            self.head.revision,
+            self.commit_index,
+            self.head.commit.digest,
+            dict(self.committed),
+            verified.sealed if verified else None,
         )
 
 
@@ -156,6 +177,7 @@ class _Building:
     set_aside: set[str] = field(default_factory=set)
     corrupt: list[tuple[str, str]] = field(default_factory=list)
     uncommitted: list[str] = field(default_factory=list)
+    late: set[str] = field(default_factory=set)
 
     def keep_committed(self, rel: str) -> None:
         """The committed state of `rel` holds; its content is where the push that replaced it
@@ -223,6 +245,30 @@ def from_entries(
         wiped=bool(tree.committed) and not files,
         unknown=unknown,
         orphaned=orphaned,
+        late=frozenset(tree.late),
+    )
+
+
+def trusted(tree: RemoteTree, verified: Verified) -> RemoteTree:
+    """The tree as a node that verifies signatures plans on it: the committed tree the
+    signature covers, with the values read that claim to be its own (each is checked by its
+    strong hash before it is written). Whatever else the keys hold is foreign: another
+    tool's writes, deletes and unsafe keys are named, never taken."""
+    committed = tree.committed
+    # Nothing was written under the prefix since the commit: the tree is the committed one.
+    changed = set() if tree.fast else {p for p, _ in tree.files.items() ^ committed.items()}
+    foreign = sorted(changed | (tree.late - tree.set_aside) | tree.adopt)
+    foreign += [key for key, _ in tree.unsafe]
+    values = {p: v for p, v in tree.values.items() if p in committed and p not in foreign}
+    return replace(
+        tree,
+        files=dict(committed),
+        values=values,
+        adopt=frozenset(),
+        unsafe=(),
+        wiped=False,
+        verified=verified,
+        foreign=tuple(foreign),
     )
 
 
@@ -302,6 +348,8 @@ def _add_entry(tree: _Building, rel: str, entry: KVEntry, pending: Change | None
         if listed is not None:
             tree.keep_committed(rel)
         return
+    if tree.commit_index and entry.modify_index > tree.commit_index:
+        tree.late.add(rel)
     remembered = tree.modes.get(rel)
     if listed is not None:
         mode = listed.mode

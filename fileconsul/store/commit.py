@@ -54,7 +54,7 @@ from fileconsul.store.layout import (
     tick_key,
 )
 from fileconsul.store.lock import Lease, push_lock
-from fileconsul.store.prepare import ENVELOPE, Prepared, b64_len
+from fileconsul.store.prepare import ENVELOPE, Prepared
 from fileconsul.store.send import LARGE, op_of, send
 
 #: Advances a progress display by a count of items done.
@@ -82,13 +82,15 @@ def commit(
     notify: Callable[[str], None] = lambda text: None,
     sending: Callable[[], AbstractContextManager[object]] = nullcontext,
     into_replica: bool = False,
+    reread: Callable[[str], RemoteTree] | None = None,
 ) -> tuple[Prepared, Head]:
     """Commit `prepared`: as one transaction when it is small, else under the lock. Under the
     lock, a push that died without committing is undone first, and when the tree moved since
     `prepared` was planned, `replan` plans again on it (without one: ConflictError). What was
     committed, and its head. `sending` wraps what writes the commit (the wait for the lock
-    is outside it: nothing is sent yet); `notify` hears what the caller should say. A replica
-    of another datacenter refuses it (ReplicaRefused), unless it is its replicator's
+    is outside it: nothing is sent yet); `notify` hears what the caller should say; `reread`
+    reads the tree under the lock (given the lock's session) as the caller planned on it. A
+    replica of another datacenter refuses it (ReplicaRefused), unless it is its replicator's
     (`into_replica`)."""
     _refuse_replica(prepared.tree, into_replica)
     if fits_one_txn(prepared):
@@ -98,7 +100,7 @@ def commit(
             return prepared, head
     prefix = prepared.tree.prefix
     with push_lock(client, prefix, lock_wait) as lease:
-        fresh = _read_locked(client, prepared.tree, lease.session, lock_wait)
+        fresh = _read_locked(client, prepared.tree, lease.session, lock_wait, reread)
         _refuse_replica(fresh, into_replica)
         if not _plans_like(fresh, prepared.tree):
             if replan is None:
@@ -126,13 +128,22 @@ def recover(client: ConsulClient, tree: RemoteTree, lock_wait: float) -> RemoteT
 
 
 def _read_locked(
-    client: ConsulClient, tree: RemoteTree, session: str, lock_wait: float
+    client: ConsulClient,
+    tree: RemoteTree,
+    session: str,
+    lock_wait: float,
+    reread: Callable[[str], RemoteTree] | None = None,
 ) -> RemoteTree:
     """The tree as it stands under the lock, once any push that died without committing has
     been undone from its record."""
     prefix = tree.prefix
     while True:
-        fresh = read.read(client, prefix, known=tree.known, lock_wait=lock_wait, session=session)
+        if reread is not None:
+            fresh = reread(session)
+        else:
+            fresh = read.read(
+                client, prefix, known=tree.known, lock_wait=lock_wait, session=session
+            )
         entry, _ = client.get(log_key(prefix, fresh.next_revision))
         if entry is None:
             return fresh
@@ -147,6 +158,7 @@ def _plans_like(fresh: RemoteTree, tree: RemoteTree) -> bool:
         and fresh.files == tree.files
         and fresh.adopt == tree.adopt
         and fresh.uncommitted == tree.uncommitted
+        and fresh.foreign == tree.foreign
     )
 
 
@@ -154,7 +166,7 @@ def fits_one_txn(prepared: Prepared) -> bool:
     """Whether everything fits one transaction beside its checks and the head."""
     writes = [*prepared.files, *prepared.kept, *prepared.metadata]
     ops = len(_unlocked_guards(prepared)) + len(writes) + len(_head_ops(prepared))
-    body = sum(w.cost for w in writes) + b64_len(len(prepared.manifest) + len(prepared.record))
+    body = sum(w.cost for w in writes)  # the record and manifest costed by their size
     return ops <= TXN_MAX_OPS and body + 4 * ENVELOPE < TXN_MAX_BODY
 
 

@@ -73,6 +73,16 @@ def blob_key(prefix: str, revision: int, digest: str) -> str:
     return blobs_prefix(prefix, revision) + digest
 
 
+def sealed_prefix(prefix: str) -> str:
+    """Where a signed tree's tables of strong hashes live, each under the revision that wrote
+    it and its own hash."""
+    return meta_prefix(prefix) + "sealed/"
+
+
+def bucket_key(prefix: str, ref: str) -> str:
+    return sealed_prefix(prefix) + ref
+
+
 def content_key(tree: RemoteTree, path: str) -> str:
     """Where the content `tree` holds for `path` is: its own key, or, when a push that did
     not commit replaced it, where that push set it aside."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from fileconsul.errors import ConflictError, InvalidInput
@@ -15,7 +15,10 @@ from fileconsul.model.facts import FileInfo, Files, content_hash, update
 from fileconsul.model.manifest import digest, encode
 from fileconsul.model.plan import Action
 from fileconsul.model.records import Author, Change, Commit, Head
+from fileconsul.model.seal import Sealed, Verified, revision_id, sign
+from fileconsul.model.signing import SecretKey
 from fileconsul.model.tree import RemoteTree, clashes
+from fileconsul.store import sealed
 from fileconsul.store.client import ConsulClient
 from fileconsul.store.layout import blob_key, content_key, file_key, log_key, manifest_key
 from fileconsul.store.read import find_contents
@@ -56,6 +59,11 @@ def write_of(key: str, target: FileInfo | None, value: bytes | None, path: str =
     return Write(key, target, value, path, b64_len(size) + 2 * _json_len(key) + 128)
 
 
+def value_write(key: str, value: bytes) -> Write:
+    """A write of bytes that are not a file (no hash in its Flags), costed by its size."""
+    return Write(key, None, value, "", b64_len(len(value)) + 2 * _json_len(key) + 128)
+
+
 def cost(write: Write) -> int:
     return write.cost
 
@@ -77,6 +85,8 @@ class Prepared:
     limit: int
     #: Where the bytes of a file write without a value come from.
     source: Source | None = None
+    #: A signed commit: what this node holds once it is committed.
+    verified: Verified | None = None
 
     @property
     def revision(self) -> int:
@@ -87,8 +97,8 @@ class Prepared:
         """The record and the manifest: the journal of the push, written before its files."""
         prefix = self.tree.prefix
         return (
-            write_of(log_key(prefix, self.revision), None, self.record),
-            write_of(manifest_key(prefix, self.revision), None, self.manifest),
+            value_write(log_key(prefix, self.revision), self.record),
+            value_write(manifest_key(prefix, self.revision), self.manifest),
         )
 
     def content(self, write: Write) -> bytes:
@@ -124,10 +134,14 @@ def prepare(
     message: str,
     keep: int,
     rollback_of: int | None = None,
+    signer: SecretKey | None = None,
+    put_back: Sequence[str] = (),
 ) -> Prepared:
     """The commit of `actions` on `tree` (keys another tool wrote are adopted with it):
     its record, head, manifest, the keys it writes and the contents it replaces. A file's
-    bytes are `contents[path]`, else read from `source` as they are sent."""
+    bytes are `contents[path]`, else read from `source` as they are sent. With `signer`, the
+    commit is sealed and its head signed, and the keys of `put_back` (foreign writes on a
+    signed tree) are set back to the tree's content (from `source`) or deleted."""
     prefix = tree.prefix
     after = files_after(tree.files, actions)
     clashing = clashes(after)
@@ -146,9 +160,13 @@ def prepare(
         for p in sorted(tree.adopt - changed)
         if p in tree.values and p in after
     ]
+    files += [
+        write_of(file_key(prefix, p), after.get(p), None, p) for p in put_back if p not in changed
+    ]
     changes = records.diff(tree.committed, after)
     revision = tree.next_revision
-    if tree.head is not None and not tree.unknown:
+    follows_head = tree.verified is None or tree.verified.revision == tree.revision
+    if tree.head is not None and not tree.unknown and follows_head:
         new_digest = records.digest_after(tree.head.commit.digest, changes)
     else:
         new_digest = digest(after)
@@ -168,6 +186,12 @@ def prepare(
     else:
         head = records.new_head(commit, keep=keep, history=secrets.token_hex(8), since=revision)
     kept = _kept(client, tree, changes, revision, keep)
+    manifest, verified = None, None
+    if signer is not None:
+        commit, head, manifest, verified, tables = _signed(
+            client, tree, commit, head, after, signer, _bytes_of(contents, source), limit
+        )
+        kept += tables
     return Prepared(
         tree,
         after,
@@ -175,11 +199,47 @@ def prepare(
         head,
         files,
         kept,
-        encode(after, revision, max_size=limit),
+        manifest if manifest is not None else encode(after, revision, max_size=limit),
         commit.encode(max_size=limit),
         limit,
         source,
+        verified,
     )
+
+
+def _bytes_of(contents: Mapping[str, bytes], source: Source | None) -> Source:
+    def bytes_of(path: str) -> bytes:
+        known = contents.get(path)
+        if known is not None:
+            return known
+        assert source is not None
+        return source(path)
+
+    return bytes_of
+
+
+def _signed(
+    client: ConsulClient,
+    tree: RemoteTree,
+    commit: Commit,
+    head: Head,
+    after: dict[str, FileInfo],
+    signer: SecretKey,
+    bytes_of: Source,
+    limit: int,
+) -> tuple[Commit, Head, bytes, Verified, list[Write]]:
+    """The commit sealed and signed, its head, its manifest, what a node holds once it is
+    committed, and the tables of strong hashes it writes."""
+    sealing = sealed.seal_commit(
+        client, tree.prefix, commit, after, tree.verified, bytes_of, limit=limit
+    )
+    revision_hash = revision_id(tree.prefix, head.history, sealing.commit)
+    commit = replace(sealing.commit, signature=sign(signer, revision_hash))
+    head = replace(head, commit=commit if head.inline else replace(commit, changes=()))
+    state = Sealed(revision_hash, sealing.buckets, signer.public.fingerprint, commit.time)
+    verified = Verified(commit.revision, state, sealing.strong, complete=tree.verified is None)
+    tables = [value_write(key, value) for key, value in sealing.tables]
+    return commit, head, sealing.manifest, verified, tables
 
 
 def _kept(

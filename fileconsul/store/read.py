@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import replace
 from typing import NamedTuple
 
 from fileconsul.errors import IntegrityError
@@ -21,6 +22,7 @@ from fileconsul.model import records
 from fileconsul.model.facts import DEFAULT_MODE, FileInfo, content_hash
 from fileconsul.model.manifest import decode, digest
 from fileconsul.model.records import Commit, Head
+from fileconsul.model.seal import Trust, Verified
 from fileconsul.model.tree import (
     KnownTree,
     KVEntry,
@@ -30,6 +32,7 @@ from fileconsul.model.tree import (
     legacy_manifest,
     parse_head,
     split_keys,
+    trusted,
 )
 from fileconsul.store.batching import batches
 from fileconsul.store.client import TXN_MAX_OPS, ConsulClient, TxnFailed, kv_get, kv_get_tree
@@ -53,7 +56,7 @@ _RECORDS_PER_TXN = 16
 READ_BATCH = 4 * 1024 * 1024
 
 
-class _Moved(Exception):
+class Moved(Exception):
     """The head moved while the tree was read: read it again."""
 
 
@@ -71,51 +74,78 @@ def read(
     session: str | None = None,
     others: bool = True,
     head: Head | None = None,
+    trust: Trust | None = None,
+    held: int = 0,
 ) -> RemoteTree:
     """The remote tree. `known` is the committed tree this node knows;
     `session` is the caller's own push lock, which it need not wait for. Without `others`,
     writes other than commits are not looked for (a watcher woken by a commit spares the
     servers the prefix's listing, which costs them in proportion to the tree). `head` is the
-    head as just read (a watcher's blocking query returns it), so it is not read again."""
+    head as just read (a watcher's blocking query returns it), so it is not read again.
+
+    With `trust`, the committed tree is the one a trusted key signed (`store.sealed`), and
+    anything else under the prefix is foreign (listed, never taken); Untrusted when the head
+    is not signed by a trusted key, is older than revision `held`, or its tree is not what
+    the signature covers."""
     deadline = time.monotonic() + lock_wait
+    reading = _Reading(client, prefix, known, stale, session, deadline, others, trust, held)
     while True:
         try:
-            return _read_once(client, prefix, known, stale, session, deadline, others, head)
-        except _Moved:
+            tree = _read_once(reading, head)
+        except Moved:
             head = None
+            continue
+        if trust is None or tree.head is None:
+            return tree
+        assert tree.verified is not None
+        return trusted(tree, tree.verified)
 
 
-def _read_once(
-    client: ConsulClient,
-    prefix: str,
-    known: KnownTree | None,
-    stale: bool,
-    session: str | None,
-    deadline: float,
-    others: bool,
-    given: Head | None,
-) -> RemoteTree:
+class _Reading(NamedTuple):
+    client: ConsulClient
+    prefix: str
+    known: KnownTree | None
+    stale: bool
+    session: str | None
+    deadline: float
+    others: bool
+    trust: Trust | None
+    held: int
+
+    def committed(self, head: Head, *, stale: bool) -> tuple[dict[str, FileInfo], Verified | None]:
+        """The head's tree, and how it was verified (with trust)."""
+        if self.trust is None:
+            return committed_files(self.client, self.prefix, head, self.known, stale=stale), None
+        from fileconsul.store import sealed  # it reads records and manifests through this one
+
+        return sealed.verified_files(
+            self.client, self.prefix, head, self.known, self.trust, self.held, stale=stale
+        )
+
+
+def _read_once(reading: _Reading, given: Head | None) -> RemoteTree:
+    client, prefix, stale = reading.client, reading.prefix, reading.stale
     head = given or read_head(client, prefix, stale=stale)
     listing = 0
-    if others or head is None:
+    if reading.others or head is None:
         _, listing = client.keys(prefix + "/", separator="/", stale=stale)
     warning = None
+    verified = None
     try:
         if head is not None and listing <= head.index:
-            return committed_tree(
-                head, prefix, committed_files(client, prefix, head, known, stale=stale)
-            )
+            files, verified = reading.committed(head, stale=stale)
+            return replace(committed_tree(head, prefix, files), verified=verified)
         if head is None:
             legacy = _read_legacy_fast(client, prefix, listing, stale)
             if legacy is not None:
                 return legacy
-        entries = _entries(client, prefix, head, session, deadline)
-        committed = {}
+        entries = _entries(client, prefix, head, reading.session, reading.deadline)
+        committed: dict[str, FileInfo] = {}
         if head is not None:
-            committed = committed_files(client, prefix, head, known)
+            committed, verified = reading.committed(head, stale=False)
     except _CorruptManifest as exc:
         assert head is not None
-        entries = _entries(client, prefix, head, session, deadline)
+        entries = _entries(client, prefix, head, reading.session, reading.deadline)
         rebuilt = _rebuilt(client, prefix, head, entries)
         if rebuilt is not None:
             note = (
@@ -125,7 +155,8 @@ def _read_once(
             return _tree_of(prefix, entries, head, rebuilt, None, notes=(note,))
         committed, warning = {}, f"{exc}; the records kept do not rebuild it"
     lost = _lost_history(client, prefix, stale) if head is None else None
-    return _tree_of(prefix, entries, head, committed, warning, lost)
+    tree = _tree_of(prefix, entries, head, committed, warning, lost)
+    return replace(tree, verified=verified)
 
 
 def _tree_of(
@@ -295,7 +326,7 @@ def manifest_readable(client: ConsulClient, prefix: str, head: Head) -> bool:
         read_manifest(client, prefix, head)
     except _CorruptManifest:
         return False
-    except _Moved:
+    except Moved:
         return True
     return True
 
@@ -327,9 +358,11 @@ def find_contents(
 def read_manifest(
     client: ConsulClient, prefix: str, head: Head, *, stale: bool = False
 ) -> dict[str, FileInfo]:
-    entry, _ = client.get(manifest_key(prefix, head.revision), stale=stale)
+    key = manifest_key(prefix, head.revision)
+    entry, _ = client.get(key, stale=stale)
     if entry is None:
-        raise _Moved  # a later commit removed it: the head is newer than the one we read
+        moved_past(client, prefix, head, stale=stale)
+        raise _CorruptManifest(f"the manifest {key} is missing")
     try:
         files = decode(entry.value, head.revision, files=head.commit.files)
         if digest(files) != head.commit.digest:
@@ -337,6 +370,14 @@ def read_manifest(
     except ValueError as exc:
         raise _CorruptManifest(f"the manifest {entry.key} is corrupt ({exc})") from exc
     return files
+
+
+def moved_past(client: ConsulClient, prefix: str, head: Head, *, stale: bool = False) -> None:
+    """Moved when the head is no longer `head` (a later commit removed what it names);
+    else nothing: what it names is gone."""
+    now = read_head(client, prefix, stale=stale)
+    if now is None or now.index != head.index:
+        raise Moved
 
 
 def _rebuilt(

@@ -61,6 +61,8 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
             "100",
             "--delivery-pushes",
             "3",
+            "--signing-sizes",
+            "100",
             "--json",
             str(out),
         ],
@@ -106,3 +108,11 @@ def test_the_benchmark_runs_at_the_smallest_size(tmp_path: Path) -> None:
     # A one-file revision takes about that file from the source, not the tree (100 of 4 KiB).
     assert 4096 < replicated["from_source_bytes_per_revision"] < 100 * 4096
     assert "replication:" in result.stdout
+    (signed,) = report["signing"]
+    assert signed["files"] == 100
+    for case in ("first push", "pull into empty dir", "push one changed", "delivery to a watcher"):
+        assert signed["cases"][f"{case}, signed"] > 0
+        assert signed["cases"][f"{case}, unsigned"] > 0
+    assert signed["verify_one_revision_ms"]["median_ms"] > 0
+    assert set(signed["hash_every_file_ms"]) == {"sha256", "blake2b"}
+    assert "signed revisions, 100 files" in result.stdout

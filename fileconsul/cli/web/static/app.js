@@ -43,6 +43,7 @@ function renderHead(head) {
   const files = head.files + (head.files === 1 ? " file" : " files");
   line.append(el("span", "muted", " · " + when(head.time) + " · " + files));
   const parts = [line];
+  parts.push(el("p", "signer", head.signed_by ? "signed by " + head.signed_by : "not signed"));
   if (head.message) parts.push(el("p", "message", head.message));
   if (head.rollback_of) parts.push(el("p", "muted", "rolled back to r" + head.rollback_of));
   box.replaceChildren(...parts);
@@ -100,6 +101,7 @@ function detail(n) {
     parts.push("changed here by hand: " + n.drifted.join(", ") + more);
   }
   if (n.message) parts.push(n.message);
+  if (n.signer) parts.push("holds r" + n.revision + " signed by " + n.signer + " " + when(n.signed_at));
   if (n.check_exit) parts.push("check exit " + n.check_exit);
   if (n.hook_exit) parts.push("hook exit " + n.hook_exit);
   if (n.output) parts.push(n.output);
@@ -168,6 +170,7 @@ function renderLog(log) {
     const top = el("div");
     top.append(el("strong", null, "r" + c.revision + " "));
     top.append(el("span", "who", c.node + " (" + c.user + ")"));
+    if (c.signed_by) top.append(el("span", "signer", " · signed by " + c.signed_by));
     li.append(top);
     li.append(el("div", "when", when(c.time) + " · " + c.change_count + (c.change_count === 1 ? " change" : " changes")));
     if (c.message) li.append(el("div", "msg", c.message));
@@ -229,7 +232,8 @@ async function showRevision(number) {
     return;
   }
   if (shown !== number) return;
-  $("revision-meta").textContent = data.node + " (" + data.user + ") · " + when(data.time);
+  const signer = data.signed_by ? " · signed by " + data.signed_by : " · not signed";
+  $("revision-meta").textContent = data.node + " (" + data.user + ") · " + when(data.time) + signer;
   $("revision-message").textContent = data.message;
   const changes = document.createDocumentFragment();
   for (const c of data.changes) {
