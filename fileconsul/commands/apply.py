@@ -17,9 +17,10 @@ from fileconsul.model.facts import content_hash
 from fileconsul.model.plan import Action
 from fileconsul.model.tree import RemoteTree
 from fileconsul.store.batching import batches, in_flight
-from fileconsul.store.client import TXN_MAX_OPS, TxnFailed, kv_get
+from fileconsul.store.client import TxnFailed
 from fileconsul.store.commit import Step
 from fileconsul.store.layout import content_key
+from fileconsul.store.ops import TXN_MAX_OPS, kv_get
 
 #: Bytes of values read per transaction.
 FETCH_BATCH_BYTES = 4 * 1024 * 1024

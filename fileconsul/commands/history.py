@@ -17,8 +17,9 @@ from fileconsul.model.seal import Signer, signer
 from fileconsul.model.tree import RemoteTree
 from fileconsul.store import read
 from fileconsul.store.batching import batches
-from fileconsul.store.client import TXN_MAX_OPS, TxnFailed
+from fileconsul.store.client import TxnFailed
 from fileconsul.store.layout import blob_key, content_key, log_key
+from fileconsul.store.ops import TXN_MAX_OPS
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from fileconsul.errors import ConflictError, FileconsulError, InvalidInput, PermissionDenied
 from fileconsul.model.tree import KVEntry, parse_head
-from fileconsul.store.client import ConsulClient, TxnFailed, kv_delete_cas
+from fileconsul.store.client import ConsulClient, TxnFailed
 from fileconsul.store.layout import (
     halt_key,
     head_and_halt_prefix,
@@ -29,6 +29,7 @@ from fileconsul.store.layout import (
     holders_key,
     slots_prefix,
 )
+from fileconsul.store.ops import kv_delete_cas
 from fileconsul.store.read import read_head
 
 #: Seconds of a slot session's TTL (Consul's least); renewed at a third of it while held.

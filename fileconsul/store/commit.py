@@ -26,20 +26,7 @@ from fileconsul.model.records import Head
 from fileconsul.model.tree import RemoteTree
 from fileconsul.store import read, repair
 from fileconsul.store.batching import batches
-from fileconsul.store.client import (
-    TXN_MAX_BODY,
-    TXN_MAX_OPS,
-    ConsulClient,
-    Op,
-    TxnFailed,
-    kv_cas,
-    kv_check_index,
-    kv_check_not_exists,
-    kv_delete,
-    kv_delete_cas,
-    kv_delete_tree,
-    kv_set,
-)
+from fileconsul.store.client import ConsulClient, TxnFailed
 from fileconsul.store.layout import (
     blobs_prefix,
     genesis_key,
@@ -54,6 +41,18 @@ from fileconsul.store.layout import (
     tick_key,
 )
 from fileconsul.store.lock import Lease, push_lock
+from fileconsul.store.ops import (
+    TXN_MAX_BODY,
+    TXN_MAX_OPS,
+    Op,
+    kv_cas,
+    kv_check_index,
+    kv_check_not_exists,
+    kv_delete,
+    kv_delete_cas,
+    kv_delete_tree,
+    kv_set,
+)
 from fileconsul.store.prepare import ENVELOPE, Prepared
 from fileconsul.store.send import LARGE, op_of, send
 

@@ -35,7 +35,7 @@ from fileconsul.model.tree import (
     trusted,
 )
 from fileconsul.store.batching import batches
-from fileconsul.store.client import TXN_MAX_OPS, ConsulClient, TxnFailed, kv_get, kv_get_tree
+from fileconsul.store.client import ConsulClient, TxnFailed
 from fileconsul.store.layout import (
     genesis_key,
     head_key,
@@ -49,6 +49,7 @@ from fileconsul.store.layout import (
     revision_of,
 )
 from fileconsul.store.lock import wait_for_lock
+from fileconsul.store.ops import TXN_MAX_OPS, kv_get, kv_get_tree
 
 #: Records read per transaction while a node catches up.
 _RECORDS_PER_TXN = 16

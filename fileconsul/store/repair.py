@@ -9,14 +9,9 @@ from collections.abc import Callable
 from fileconsul.model.facts import content_hash
 from fileconsul.model.records import Commit
 from fileconsul.store.batching import batches
-from fileconsul.store.client import (
-    TXN_MAX_OPS,
-    ConsulClient,
-    Op,
-    kv_delete,
-    kv_delete_tree,
-)
+from fileconsul.store.client import ConsulClient
 from fileconsul.store.layout import blob_key, blobs_prefix, file_key, log_key, manifest_key
+from fileconsul.store.ops import TXN_MAX_OPS, Op, kv_delete, kv_delete_tree
 from fileconsul.store.prepare import Write, write_of
 from fileconsul.store.send import send
 

@@ -20,15 +20,7 @@ from fileconsul.model.plan import Action
 from fileconsul.model.records import Author, Commit, Head, new_head
 from fileconsul.model.tree import RemoteTree
 from fileconsul.store.batching import batches
-from fileconsul.store.client import (
-    TXN_MAX_OPS,
-    ConsulClient,
-    Op,
-    kv_cas,
-    kv_check_index,
-    kv_delete,
-    kv_delete_tree,
-)
+from fileconsul.store.client import ConsulClient
 from fileconsul.store.layout import (
     blob_key,
     blobs_prefix,
@@ -41,6 +33,7 @@ from fileconsul.store.layout import (
     manifests_prefix,
     revision_of,
 )
+from fileconsul.store.ops import TXN_MAX_OPS, Op, kv_cas, kv_check_index, kv_delete, kv_delete_tree
 from fileconsul.store.prepare import Prepared, prepare, write_of
 from fileconsul.store.read import find_contents
 

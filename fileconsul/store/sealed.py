@@ -16,8 +16,9 @@ from fileconsul.model.records import Change, Commit, Head
 from fileconsul.model.seal import BUCKETS, Seal, Sealed, Trust, Verified
 from fileconsul.model.tree import KnownTree
 from fileconsul.store import read
-from fileconsul.store.client import TXN_MAX_OPS, ConsulClient, TxnFailed
+from fileconsul.store.client import ConsulClient, TxnFailed
 from fileconsul.store.layout import bucket_key, log_key, manifest_key
+from fileconsul.store.ops import TXN_MAX_OPS
 
 #: Reads the bytes of the content a signing push vouches for at a path.
 BytesOf = Callable[[str], bytes]

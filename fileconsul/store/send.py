@@ -9,15 +9,8 @@ from contextlib import closing
 
 from fileconsul.model.facts import hash_to_flags
 from fileconsul.store.batching import batches, in_flight
-from fileconsul.store.client import (
-    TXN_MAX_BODY,
-    TXN_MAX_OPS,
-    ConsulClient,
-    Op,
-    encode_txn,
-    kv_delete,
-    kv_set,
-)
+from fileconsul.store.client import ConsulClient
+from fileconsul.store.ops import TXN_MAX_BODY, TXN_MAX_OPS, Op, encode_txn, kv_delete, kv_set
 from fileconsul.store.prepare import ENVELOPE, Write, cost
 
 #: Transactions kept in flight at once.

@@ -7,8 +7,8 @@ import os
 from typing import Any
 
 from fileconsul.config import ConsulSettings
-from fileconsul.store.client import (
-    ConsulClient,
+from fileconsul.store.client import ConsulClient
+from fileconsul.store.ops import (
     encode_txn,
     kv_cas,
     kv_check_index,
